@@ -1,0 +1,212 @@
+"""OneDiff configuration.
+
+OneDiff (Hu et al., "OneDiff: A Generalist Model for Image Difference Captioning", arXiv 2407.05645) couples a
+siamese vision tower, a Visual Delta Module and a causal language model. `OneDiffConfig` is the composite config:
+any transformers vision config, any causal-LM config, plus the delta module's and the image tokens' fields.
+"""
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# Registered here, written into every saved config.json: the checkpoint then loads with
+# `pipeline("image-difference-captioning", model=DIR, trust_remote_code=True)` whoever saved it (a Trainer
+# checkpoint included), because modeling_onediff.py imports pipeline_onediff.py and so ships it.
+IMAGE_DIFFERENCE_CAPTIONING_TASK = "image-difference-captioning"
+CUSTOM_PIPELINES = {
+    IMAGE_DIFFERENCE_CAPTIONING_TASK: {
+        "impl": "pipeline_onediff.ImageDifferenceCaptioningPipeline",
+        "pt": ["AutoModelForImageTextToText"],
+        "tf": [],
+        "type": "multimodal",
+    }
+}
+AUTO_MAP = {
+    "AutoConfig": "configuration_onediff.OneDiffConfig",
+    "AutoModel": "modeling_onediff.OneDiffForConditionalGeneration",
+    "AutoModelForImageTextToText": "modeling_onediff.OneDiffForConditionalGeneration",
+}
+
+
+def _resolve_layer(index: int, num_layers: int, field: str) -> int:
+    """Maps a hidden-states index (0 = embeddings, k = output of layer k, negatives from the end) to 0..num_layers."""
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ValueError(f"`{field}` must hold integers, got {index!r}")
+    resolved = index + num_layers + 1 if index < 0 else index
+    if not 0 <= resolved <= num_layers:
+        raise ValueError(
+            f"`{field}` index {index} is out of range for a vision tower with {num_layers} layers "
+            f"(valid: {-num_layers - 1}..{num_layers})"
+        )
+    return resolved
+
+
+class OneDiffConfig(PreTrainedConfig):
+    r"""
+    Configuration of a OneDiff model.
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the siamese vision tower (any transformers vision model: CLIP, SigLIP, DINOv2, ViT ...).
+            Defaults to a CLIP ViT-L/14-336 vision config.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the causal language model (Llama, Qwen2, ...). Defaults to a Llama config.
+        vision_feature_layer (`int`, *optional*, defaults to -2):
+            Index into the vision tower's hidden states (0 = embeddings) whose patch tokens become image tokens.
+        image_token_pooling (`int`, *optional*, defaults to 1):
+            Average-pools the patch grid with this stride before projection (2 turns 24x24 patches into 12x12 tokens).
+        delta_feature_layers (`list[int]`, *optional*):
+            Hidden-states indices that feed the Visual Delta Module. Defaults to thirds of the tower's depth (8/16/24 of
+            24 as in the paper).
+        num_delta_queries (`int`, *optional*, defaults to 32):
+            Number of learnable delta queries, i.e. of delta tokens given to the language model.
+        delta_hidden_size (`int`, *optional*):
+            Width of the delta module. Defaults to the vision tower's hidden size.
+        delta_num_hidden_layers (`int`, *optional*, defaults to 6):
+            Number of delta blocks.
+        delta_num_attention_heads (`int`, *optional*):
+            Attention heads of the delta module. Defaults to the vision tower's.
+        delta_intermediate_size (`int`, *optional*):
+            MLP width of the delta blocks. Defaults to 4x `delta_hidden_size`.
+        cross_attention_frequency (`int`, *optional*, defaults to 2):
+            Block `i` cross-attends to the image features when `i % cross_attention_frequency == 0` (BLIP-2's rule).
+        delta_use_difference (`bool`, *optional*, defaults to `True`):
+            Adds the explicit difference features B-A to the delta module's context, beside A and B.
+        delta_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the delta blocks' MLPs.
+        delta_layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the delta module's layer norms.
+        delta_attention_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the delta module's attention probabilities.
+        projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the 2-layer MLP projectors.
+        image_token_id (`int`, *optional*):
+            Token id of the image placeholder the processor expands to one token per image feature.
+        delta_token_id (`int`, *optional*):
+            Token id of the delta placeholder the processor expands to `num_delta_queries` tokens.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the initialisation of the new (non-tower) weights.
+        tie_word_embeddings (`bool`, *optional*):
+            Ties `lm_head` to the input embeddings. Defaults to the text config's choice.
+    """
+
+    model_type = "onediff"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="clip_vision_model",
+            init_kwargs={
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "patch_size": 14,
+                "image_size": 336,
+                "projection_dim": 768,
+            },
+        ),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    vision_feature_layer: int = -2
+    image_token_pooling: int = 1
+    delta_feature_layers: list[int] | None = None
+    num_delta_queries: int = 32
+    delta_hidden_size: int | None = None
+    delta_num_hidden_layers: int = 6
+    delta_num_attention_heads: int | None = None
+    delta_intermediate_size: int | None = None
+    cross_attention_frequency: int = 2
+    delta_use_difference: bool = True
+    delta_hidden_act: str = "gelu"
+    delta_layer_norm_eps: float = 1e-6
+    delta_attention_dropout: float = 0.0
+    projector_hidden_act: str = "gelu"
+    image_token_id: int | None = None
+    delta_token_id: int | None = None
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        vision = self.vision_config
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size"):
+            if not isinstance(getattr(vision, name, None), int):
+                raise ValueError(
+                    f"`vision_config` must be a vision transformer config with an integer `{name}`; "
+                    f"{type(vision).__name__} has {getattr(vision, name, None)!r}"
+                )
+        num_layers = vision.num_hidden_layers
+
+        if self.delta_feature_layers is None:
+            self.delta_feature_layers = sorted({max(1, round(num_layers * k / 3)) for k in (1, 2, 3)})
+        if isinstance(self.delta_feature_layers, int) or not self.delta_feature_layers:
+            raise ValueError(f"`delta_feature_layers` must be a non-empty list, got {self.delta_feature_layers!r}")
+        self.delta_feature_layers = list(self.delta_feature_layers)
+        resolved = [_resolve_layer(i, num_layers, "delta_feature_layers") for i in self.delta_feature_layers]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"`delta_feature_layers` names a layer twice: {self.delta_feature_layers}")
+        _resolve_layer(self.vision_feature_layer, num_layers, "vision_feature_layer")
+
+        if self.delta_hidden_size is None:
+            self.delta_hidden_size = vision.hidden_size
+        if self.delta_num_attention_heads is None:
+            self.delta_num_attention_heads = vision.num_attention_heads
+        if self.delta_intermediate_size is None:
+            self.delta_intermediate_size = 4 * self.delta_hidden_size
+        for name in (
+            "image_token_pooling",
+            "num_delta_queries",
+            "delta_hidden_size",
+            "delta_num_hidden_layers",
+            "delta_num_attention_heads",
+            "delta_intermediate_size",
+            "cross_attention_frequency",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.delta_hidden_size % self.delta_num_attention_heads:
+            raise ValueError(
+                f"`delta_hidden_size` ({self.delta_hidden_size}) must be divisible by "
+                f"`delta_num_attention_heads` ({self.delta_num_attention_heads})"
+            )
+        if not isinstance(self.delta_use_difference, bool):
+            raise ValueError(f"`delta_use_difference` must be a bool, got {self.delta_use_difference!r}")
+        if not 0.0 <= self.delta_attention_dropout < 1.0:
+            raise ValueError(f"`delta_attention_dropout` must be in [0, 1), got {self.delta_attention_dropout!r}")
+        for name in ("image_token_id", "delta_token_id"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"`{name}` must be a non-negative integer or None, got {value!r}")
+        if self.image_token_id is not None and self.image_token_id == self.delta_token_id:
+            raise ValueError(f"`image_token_id` and `delta_token_id` must differ, both are {self.image_token_id}")
+
+        if self.tie_word_embeddings is None:
+            self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        if not getattr(self, "custom_pipelines", None):
+            self.custom_pipelines = CUSTOM_PIPELINES
+
+    @property
+    def resolved_delta_feature_layers(self) -> list[int]:
+        """`delta_feature_layers` as non-negative hidden-states indices."""
+        return [
+            _resolve_layer(i, self.vision_config.num_hidden_layers, "delta_feature_layers")
+            for i in self.delta_feature_layers
+        ]
+
+    @property
+    def resolved_vision_feature_layer(self) -> int:
+        """`vision_feature_layer` as a non-negative hidden-states index."""
+        return _resolve_layer(self.vision_feature_layer, self.vision_config.num_hidden_layers, "vision_feature_layer")
+
+    def num_image_tokens(self, image_height: int, image_width: int | None = None) -> int:
+        """Image tokens per image for a processed image of this size (patch grid after pooling)."""
+        image_width = image_height if image_width is None else image_width
+        patch, pool = self.vision_config.patch_size, self.image_token_pooling
+        return -(-(image_height // patch) // pool) * -(-(image_width // patch) // pool)
+
+
+__all__ = ["OneDiffConfig"]

@@ -1,0 +1,704 @@
+"""PyTorch OneDiff: a siamese vision tower, a Visual Delta Module and a causal language model.
+
+Implements the architecture of Hu et al., "OneDiff: A Generalist Model for Image Difference Captioning"
+(arXiv 2407.05645) in transformers' LLaVA layout (`OneDiffModel` + `lm_head`):
+
+    pixel_values (B, 2, C, H, W) -> one batched pass of the shared vision tower over both images
+      - patch tokens of `vision_feature_layer` -> optional pooling -> image projector -> image tokens of A and B
+      - patch tokens of `delta_feature_layers` -> Visual Delta Module (learnable queries that self-attend and
+        cross-attend to [A, B, B-A] of every selected layer) -> delta projector -> delta tokens
+    the processor expands `<image> <image> <delta>` in the prompt; their embeddings are replaced by those features
+    and the decoder generates the difference caption.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
+
+from .configuration_onediff import OneDiffConfig
+
+# Imported so that `save_pretrained` ships pipeline_onediff.py with every checkpoint (transformers copies the
+# modeling file's relative imports); config.json's `custom_pipelines` points at it.
+from .pipeline_onediff import ImageDifferenceCaptioningPipeline  # noqa: F401
+
+logger = logging.get_logger(__name__)
+
+# Modules after the last hidden state of a vision tower (final norms, pooling heads). OneDiff reads hidden states,
+# so these never receive a gradient; they are frozen to keep "every trainable parameter gets a gradient" true.
+_VISION_OUTPUT_MODULES = ("post_layernorm", "layernorm", "head", "pooler")
+
+
+@dataclass
+class OneDiffVisualOutput(BaseModelOutputWithPooling):
+    r"""
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, 2 * num_image_tokens, hidden_size)`):
+        Projected image tokens of the before image followed by those of the after image.
+    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_queries, hidden_size)`):
+        Projected output of the Visual Delta Module.
+    difference_features (`torch.FloatTensor` of shape `(batch_size, num_delta_layers, num_patches, delta_hidden_size)`):
+        The B-A context features the delta module saw (`None` when `delta_use_difference=False`).
+    delta_cross_attentions (`tuple(torch.FloatTensor)`, returned with `output_attentions=True`):
+        One tensor per cross-attention block, of shape `(batch_size, num_heads, num_delta_queries, context_length)`.
+    patch_grid (`torch.LongTensor` of shape `(2,)`):
+        Height and width of the patch grid the delta module attended over.
+    """
+
+    delta_hidden_states: torch.FloatTensor | None = None
+    difference_features: torch.FloatTensor | None = None
+    delta_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    patch_grid: torch.LongTensor | None = None
+
+
+@dataclass
+class OneDiffModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    image_hidden_states (`torch.FloatTensor` of shape `(batch_size, 2 * num_image_tokens, hidden_size)`, *optional*):
+        Projected image tokens scattered into the sequence.
+    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_queries, hidden_size)`, *optional*):
+        Projected delta tokens scattered into the sequence.
+    """
+
+    image_hidden_states: torch.FloatTensor | None = None
+    delta_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class OneDiffCausalLMOutputWithPast(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+        Next-token cross-entropy over the labelled positions (placeholders and padding never count).
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+        Prediction scores of the language modeling head.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+    delta_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class OneDiffDeltaAttentionMaps(ModelOutput):
+    r"""
+    Where the Visual Delta Module looked, averaged over cross-attention blocks, heads, queries and feature layers.
+    Each map holds the share of attention that went to each patch; `before + after + difference` sums to 1.
+
+    before (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): attention on the before image.
+    after (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): attention on the after image.
+    difference (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*): on B-A features.
+    cross_attentions (`tuple(torch.FloatTensor)`): the raw per-block maps (see `OneDiffVisualOutput`).
+    """
+
+    before: torch.FloatTensor | None = None
+    after: torch.FloatTensor | None = None
+    difference: torch.FloatTensor | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, heads, Q, K)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, Q, heads, head_dim)
+    return attn_output, attn_weights
+
+
+class OneDiffDeltaAttention(nn.Module):
+    """Multi-head attention of the delta queries over themselves (self) or over the image context (cross)."""
+
+    def __init__(self, config: OneDiffConfig):
+        super().__init__()
+        self.config = config
+        self.hidden_size = config.delta_hidden_size
+        self.num_heads = config.delta_num_attention_heads
+        self.head_dim = self.hidden_size // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.delta_attention_dropout
+        self.is_causal = False
+        self.q_proj = nn.Linear(self.hidden_size, self.hidden_size)
+        self.k_proj = nn.Linear(self.hidden_size, self.hidden_size)
+        self.v_proj = nn.Linear(self.hidden_size, self.hidden_size)
+        self.o_proj = nn.Linear(self.hidden_size, self.hidden_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, context: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context = hidden_states if context is None else context
+        batch_size = hidden_states.shape[0]
+        query = self.q_proj(hidden_states).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        key = self.k_proj(context).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        value = self.v_proj(context).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        attention_interface: Callable = eager_attention_forward
+        if not output_attentions:  # only eager returns the attention maps
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+        )
+        attn_output = attn_output.reshape(batch_size, -1, self.hidden_size)
+        return self.o_proj(attn_output), attn_weights
+
+
+class OneDiffDeltaMLP(nn.Module):
+    def __init__(self, config: OneDiffConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.delta_hidden_size, config.delta_intermediate_size)
+        self.act = ACT2FN[config.delta_hidden_act]
+        self.fc2 = nn.Linear(config.delta_intermediate_size, config.delta_hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class OneDiffDeltaBlock(GradientCheckpointingLayer):
+    """Pre-norm block: self-attention over the queries, optional cross-attention to the context, MLP."""
+
+    def __init__(self, config: OneDiffConfig, has_cross_attention: bool):
+        super().__init__()
+        eps = config.delta_layer_norm_eps
+        self.self_attn_norm = nn.LayerNorm(config.delta_hidden_size, eps=eps)
+        self.self_attn = OneDiffDeltaAttention(config)
+        self.has_cross_attention = has_cross_attention
+        if has_cross_attention:
+            self.cross_attn_norm = nn.LayerNorm(config.delta_hidden_size, eps=eps)
+            self.cross_attn = OneDiffDeltaAttention(config)
+        self.mlp_norm = nn.LayerNorm(config.delta_hidden_size, eps=eps)
+        self.mlp = OneDiffDeltaMLP(config)
+
+    def forward(
+        self, hidden_states: torch.Tensor, context: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hidden_states = hidden_states + self.self_attn(self.self_attn_norm(hidden_states))[0]
+        cross_weights = None
+        if self.has_cross_attention:
+            attended, cross_weights = self.cross_attn(
+                self.cross_attn_norm(hidden_states), context, output_attentions=output_attentions
+            )
+            hidden_states = hidden_states + attended
+        hidden_states = hidden_states + self.mlp(self.mlp_norm(hidden_states))
+        return hidden_states, cross_weights
+
+
+@dataclass
+class OneDiffDeltaModuleOutput(ModelOutput):
+    last_hidden_state: torch.FloatTensor | None = None
+    difference_features: torch.FloatTensor | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class OneDiffVisualDeltaModule(nn.Module):
+    """
+    Learnable delta queries that cross-attend to both images' multi-level features and their difference.
+
+    The context holds, for every selected vision layer, the patch features of A, of B and (optionally) B-A, each
+    normalised, projected to the module's width and tagged with a learned role embedding and layer embedding.
+    Context layout along the sequence: `(layer, role, patch)`, role order `(before, after, difference)`.
+    """
+
+    def __init__(self, config: OneDiffConfig):
+        super().__init__()
+        self.config = config
+        vision_size, width = config.vision_config.hidden_size, config.delta_hidden_size
+        self.num_roles = 3 if config.delta_use_difference else 2
+        self.num_feature_layers = len(config.delta_feature_layers)
+        self.queries = nn.Parameter(torch.zeros(1, config.num_delta_queries, width))
+        self.context_norm = nn.LayerNorm(vision_size, eps=config.delta_layer_norm_eps)
+        self.context_projection = nn.Linear(vision_size, width)
+        self.role_embeddings = nn.Parameter(torch.zeros(self.num_roles, width))
+        self.layer_embeddings = nn.Parameter(torch.zeros(self.num_feature_layers, width))
+        self.blocks = nn.ModuleList(
+            [
+                OneDiffDeltaBlock(config, has_cross_attention=i % config.cross_attention_frequency == 0)
+                for i in range(config.delta_num_hidden_layers)
+            ]
+        )
+        self.final_norm = nn.LayerNorm(width, eps=config.delta_layer_norm_eps)
+
+    def build_context(
+        self, before_features: list[torch.Tensor], after_features: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            before_features, after_features: one tensor per selected layer, each of shape
+                `(batch_size, num_patches, vision_hidden_size)`.
+
+        Returns:
+            context of shape `(batch_size, num_layers * num_roles * num_patches, delta_hidden_size)` and the difference
+            features of shape `(batch_size, num_layers, num_patches, delta_hidden_size)` (or `None`).
+        """
+        if len(before_features) != self.num_feature_layers or len(after_features) != self.num_feature_layers:
+            raise ValueError(
+                f"The delta module expects features of {self.num_feature_layers} layers per image, got "
+                f"{len(before_features)} and {len(after_features)}"
+            )
+        before = self.context_projection(self.context_norm(torch.stack(before_features, dim=1)))  # (B, L, N, D)
+        after = self.context_projection(self.context_norm(torch.stack(after_features, dim=1)))
+        roles = [before, after]
+        difference = None
+        if self.config.delta_use_difference:
+            difference = after - before  # exactly zero for identical images (the projection bias cancels)
+            roles.append(difference)
+        context = torch.stack(roles, dim=2)  # (B, L, R, N, D)
+        context = context + self.role_embeddings[None, None, :, None, :]
+        context = context + self.layer_embeddings[None, :, None, None, :]
+        return context.flatten(1, 3), difference
+
+    def forward(
+        self,
+        before_features: list[torch.Tensor],
+        after_features: list[torch.Tensor],
+        output_attentions: bool = False,
+    ) -> OneDiffDeltaModuleOutput:
+        context, difference = self.build_context(before_features, after_features)
+        hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
+        cross_attentions = ()
+        for block in self.blocks:
+            hidden_states, cross_weights = block(hidden_states, context, output_attentions)
+            if output_attentions and cross_weights is not None:
+                cross_attentions += (cross_weights,)
+        return OneDiffDeltaModuleOutput(
+            last_hidden_state=self.final_norm(hidden_states),
+            difference_features=difference,
+            cross_attentions=cross_attentions if output_attentions else None,
+        )
+
+
+class OneDiffMultiModalProjector(nn.Module):
+    """The paper's 2-layer MLP from a feature width to the language model's width."""
+
+    def __init__(self, input_size: int, config: OneDiffConfig):
+        super().__init__()
+        text_size = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(input_size, text_size)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_size, text_size)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(features)))
+
+
+class OneDiffPreTrainedModel(PreTrainedModel):
+    config: OneDiffConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["OneDiffDeltaBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False  # placeholder counts are checked with Python control flow
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, OneDiffVisualDeltaModule):
+            init.normal_(module.queries, mean=0.0, std=std)
+            init.normal_(module.role_embeddings, mean=0.0, std=std)
+            init.normal_(module.layer_embeddings, mean=0.0, std=std)
+
+
+class OneDiffModel(OneDiffPreTrainedModel):
+    """The vision tower, delta module, projectors and decoder, without a language modeling head."""
+
+    def __init__(self, config: OneDiffConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.delta_module = OneDiffVisualDeltaModule(config)
+        self.image_projector = OneDiffMultiModalProjector(config.vision_config.hidden_size, config)
+        self.delta_projector = OneDiffMultiModalProjector(config.delta_hidden_size, config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.freeze_unused_vision_parameters()
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def freeze_unused_vision_parameters(self) -> None:
+        """Freezes the vision layers after the deepest one OneDiff reads, and the tower's output norms and heads."""
+        config = self.config
+        deepest = max([config.resolved_vision_feature_layer, *config.resolved_delta_feature_layers])
+        num_layers = config.vision_config.num_hidden_layers
+        layer_lists = [
+            (name, module)
+            for name, module in self.vision_tower.named_modules()
+            if isinstance(module, nn.ModuleList) and len(module) == num_layers
+        ]
+        layer_prefix = layer_lists[0][0] + "." if layer_lists else None
+        if layer_lists:
+            for layer in layer_lists[0][1][deepest:]:
+                layer.requires_grad_(False)
+        for name, module in self.vision_tower.named_modules():
+            inside_layers = layer_prefix is not None and name.startswith(layer_prefix)
+            if name.split(".")[-1] in _VISION_OUTPUT_MODULES and not inside_layers:
+                module.requires_grad_(False)
+
+    def _patch_grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
+        patch_size = self.config.vision_config.patch_size
+        return pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
+
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, output_attentions: bool = False, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple | OneDiffVisualOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, num_channels, height, width)`):
+            The before and after image of each pair.
+        output_attentions (`bool`, *optional*):
+            Also return the delta module's cross-attention maps.
+        """
+        if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
+            raise ValueError(
+                "OneDiff expects `pixel_values` of shape (batch_size, 2, channels, height, width) holding a before "
+                f"and an after image per pair; got shape {tuple(pixel_values.shape)}"
+            )
+        batch_size = pixel_values.shape[0]
+        grid_height, grid_width = self._patch_grid(pixel_values)
+        num_patches = grid_height * grid_width
+        pixel_values = pixel_values.flatten(0, 1).to(self.vision_tower.dtype)  # (2B, C, H, W): both images at once
+        vision_outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+        hidden_states = vision_outputs.hidden_states
+        num_prefix = hidden_states[0].shape[1] - num_patches  # CLS / register tokens, if the tower has any
+        if num_prefix < 0:
+            raise ValueError(
+                f"The vision tower returned {hidden_states[0].shape[1]} tokens for a {grid_height}x{grid_width} patch "
+                "grid; is `vision_config.patch_size` right?"
+            )
+
+        def patches(layer: int) -> torch.Tensor:  # (2B, N, Dv) -> (B, 2, N, Dv)
+            return hidden_states[layer][:, num_prefix:].unflatten(0, (batch_size, 2))
+
+        image_features = patches(self.config.resolved_vision_feature_layer).flatten(0, 1)  # (2B, N, Dv)
+        pool = self.config.image_token_pooling
+        if pool > 1:
+            grid = image_features.transpose(1, 2).unflatten(2, (grid_height, grid_width))  # (2B, Dv, h, w)
+            grid = F.avg_pool2d(grid, kernel_size=pool, stride=pool, ceil_mode=True)
+            image_features = grid.flatten(2).transpose(1, 2)  # (2B, N', Dv)
+        image_embeds = self.image_projector(image_features).unflatten(0, (batch_size, 2)).flatten(1, 2)
+
+        delta_layers = [patches(layer) for layer in self.config.resolved_delta_feature_layers]
+        delta_outputs = self.delta_module(
+            [features[:, 0] for features in delta_layers],
+            [features[:, 1] for features in delta_layers],
+            output_attentions=output_attentions,
+        )
+        return OneDiffVisualOutput(
+            last_hidden_state=vision_outputs.last_hidden_state,
+            pooler_output=image_embeds,
+            delta_hidden_states=self.delta_projector(delta_outputs.last_hidden_state),
+            difference_features=delta_outputs.difference_features,
+            delta_cross_attentions=delta_outputs.cross_attentions,
+            patch_grid=torch.tensor([grid_height, grid_width]),
+        )
+
+    def _placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, token_id: int | None, name: str
+    ) -> torch.BoolTensor:
+        if token_id is None:
+            raise ValueError(f"`config.{name}_token_id` is not set; the processor's {name} token id belongs there")
+        if input_ids is None:
+            token_embedding = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+            return (inputs_embeds == token_embedding).all(-1)
+        return input_ids == token_id
+
+    def _scatter_features(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor,
+        features: torch.Tensor,
+        token_id: int | None,
+        name: str,
+    ) -> torch.Tensor:
+        mask = self._placeholder_mask(input_ids, inputs_embeds, token_id, name)
+        n_tokens, n_features = int(mask.sum()), features.shape[0] * features.shape[1]
+        if n_tokens != n_features:
+            raise ValueError(
+                f"{name.capitalize()} features and {name} tokens do not match: tokens: {n_tokens}, features: "
+                f"{n_features} ({features.shape[0]} pairs x {features.shape[1]}). Build the inputs with "
+                "OneDiffProcessor, which expands the placeholders to the right count."
+            )
+        features = features.to(inputs_embeds.device, inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), features)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | OneDiffModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_embeds = delta_embeds = None
+        if pixel_values is not None:
+            visual = self.get_image_features(pixel_values, return_dict=True)
+            image_embeds, delta_embeds = visual.pooler_output, visual.delta_hidden_states
+            inputs_embeds = self._scatter_features(
+                input_ids, inputs_embeds, image_embeds, self.config.image_token_id, "image"
+            )
+            inputs_embeds = self._scatter_features(
+                input_ids, inputs_embeds, delta_embeds, self.config.delta_token_id, "delta"
+            )
+        elif input_ids is not None:
+            placeholder_ids = [i for i in (self.config.image_token_id, self.config.delta_token_id) if i is not None]
+            if placeholder_ids and torch.isin(input_ids, torch.tensor(placeholder_ids, device=input_ids.device)).any():
+                raise ValueError("`input_ids` hold image/delta placeholder tokens but no `pixel_values` were given")
+
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return OneDiffModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_embeds,
+            delta_hidden_states=delta_embeds,
+        )
+
+
+class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
+    """OneDiff with a language modeling head: two images and a prompt in, a difference caption out."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: OneDiffConfig):
+        super().__init__(config)
+        self.model = OneDiffModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple | OneDiffVisualOutput:
+        return self.model.get_image_features(pixel_values, **kwargs)
+
+    @torch.no_grad()
+    def get_delta_attention_maps(self, pixel_values: torch.FloatTensor) -> OneDiffDeltaAttentionMaps:
+        """
+        Where the Visual Delta Module looked on each image's patch grid (the demo draws these as heatmaps).
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, num_channels, height, width)`)
+        """
+        visual = self.model.get_image_features(pixel_values, output_attentions=True, return_dict=True)
+        grid_height, grid_width = (int(x) for x in visual.patch_grid)
+        module = self.model.delta_module
+        maps = torch.stack(visual.delta_cross_attentions, dim=1)  # (B, blocks, heads, Q, L*R*N)
+        maps = maps.float().mean(dim=(1, 2, 3))  # (B, L*R*N)
+        maps = maps.unflatten(1, (module.num_feature_layers, module.num_roles, grid_height, grid_width))
+        maps = maps.sum(dim=1)  # (B, R, h, w): attention mass per role and patch, summed over feature layers
+        return OneDiffDeltaAttentionMaps(
+            before=maps[:, 0],
+            after=maps[:, 1],
+            difference=maps[:, 2] if module.num_roles == 3 else None,
+            cross_attentions=visual.delta_cross_attentions,
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | OneDiffCausalLMOutputWithPast:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, num_channels, height, width)`, *optional*):
+            The before and after image of each pair, as returned by `OneDiffProcessor`.
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Target token ids (`-100` to ignore). Image/delta placeholder positions and padding (`attention_mask == 0`)
+            are never scored, whatever `labels` holds there.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            labels = self._mask_unscored_labels(labels, input_ids, attention_mask)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+
+        return OneDiffCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+            delta_hidden_states=outputs.delta_hidden_states,
+        )
+
+    def _mask_unscored_labels(
+        self, labels: torch.LongTensor, input_ids: torch.LongTensor | None, attention_mask: torch.Tensor | None
+    ) -> torch.LongTensor:
+        """A model cannot predict image features or padding: those positions never count in the loss."""
+        unscored = torch.zeros_like(labels, dtype=torch.bool)
+        if input_ids is not None and input_ids.shape == labels.shape:
+            for token_id in (self.config.image_token_id, self.config.delta_token_id):
+                if token_id is not None:
+                    unscored |= input_ids == token_id
+        if attention_mask is not None and attention_mask.shape == labels.shape:
+            unscored |= attention_mask == 0
+        return labels.masked_fill(unscored, -100)
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str | Path,
+        text_model_name_or_path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        **config_kwargs,
+    ) -> "OneDiffForConditionalGeneration":
+        """
+        Assembles a OneDiff model from saved pretrained towers: a vision model folder (CLIP/SigLIP vision or full
+        dual-encoder checkpoints, DINOv2, ViT ...) and a causal-LM folder (Llama, Qwen2, ...). The delta module and
+        the projectors start from random initialisation; `config_kwargs` set the `OneDiffConfig` fields.
+
+        When the text folder holds a tokenizer, the `<image>`/`<delta>` placeholder tokens are added to it exactly as
+        `OneDiffProcessor.from_vision_text_pretrained` does, the embeddings are resized and the token ids set.
+        """
+        from .processing_onediff import OneDiffProcessor  # ships processing_onediff.py with checkpoints too
+
+        load_kwargs = {"dtype": dtype} if dtype is not None else {}
+        vision_model = _load_vision_tower(vision_model_name_or_path, **load_kwargs)
+        causal_lm = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **load_kwargs)
+        text_config = causal_lm.config
+
+        tokenizer = None
+        if any((Path(text_model_name_or_path) / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
+            tokenizer = OneDiffProcessor.prepare_tokenizer(AutoTokenizer.from_pretrained(text_model_name_or_path))
+            config_kwargs.setdefault("image_token_id", tokenizer.convert_tokens_to_ids(OneDiffProcessor.image_token))
+            config_kwargs.setdefault("delta_token_id", tokenizer.convert_tokens_to_ids(OneDiffProcessor.delta_token))
+
+        config_kwargs.setdefault("tie_word_embeddings", bool(getattr(text_config, "tie_word_embeddings", False)))
+        config = OneDiffConfig(vision_config=vision_model.config, text_config=text_config, **config_kwargs)
+        with torch.device("meta"):  # the towers come from disk: never allocate (or randomly init) them twice
+            model = cls(config)
+        model.model.vision_tower = vision_model
+        model.model.language_model = causal_lm.get_decoder()
+        model.lm_head = causal_lm.get_output_embeddings()
+        for new_part in (model.model.delta_module, model.model.image_projector, model.model.delta_projector):
+            new_part.to_empty(device=vision_model.device)
+            for module in new_part.modules():
+                model._init_weights(module)
+            new_part.to(vision_model.dtype)
+        model.config.vision_config = vision_model.config
+        model.config.text_config = causal_lm.config
+        model.model.freeze_unused_vision_parameters()
+        if model.config.tie_word_embeddings:
+            model.tie_weights()
+        if tokenizer is not None and len(tokenizer) > model.config.text_config.vocab_size:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        model.generation_config.pad_token_id = getattr(tokenizer, "pad_token_id", None) or text_config.pad_token_id
+        if tokenizer is not None and tokenizer.eos_token_id is not None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+        return model
+
+
+def _load_vision_tower(name_or_path: str | Path, **load_kwargs) -> PreTrainedModel:
+    """Loads a vision-only model; from a dual encoder (CLIP, SigLIP ...) keeps its vision half."""
+    model = AutoModel.from_pretrained(name_or_path, **load_kwargs)
+    if getattr(model.config, "vision_config", None) is None:
+        return model
+    vision_model = getattr(model, "vision_model", None)
+    if not isinstance(vision_model, PreTrainedModel):
+        raise ValueError(
+            f"Don't know how to take the vision tower out of a {type(model).__name__} checkpoint; save the vision "
+            "model alone (e.g. CLIPVisionModel.save_pretrained) and pass that folder"
+        )
+    return vision_model
+
+
+__all__ = [
+    "OneDiffDeltaAttentionMaps",
+    "OneDiffForConditionalGeneration",
+    "OneDiffModel",
+    "OneDiffPreTrainedModel",
+    "OneDiffVisualDeltaModule",
+]

@@ -1,0 +1,3 @@
+"""OneDiff command line and glue: `onediff caption | ...` (see `onediff --help`)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,13 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(1)  # tiny models: thread start-up costs more than it saves, and xdist runs 2 workers
+
+
+@pytest.fixture(params=["clip-llama", "siglip-qwen2"])
+def tower_pair(request) -> str:
+    return request.param

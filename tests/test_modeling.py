@@ -1,0 +1,252 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+from modeling_onediff import OneDiffForConditionalGeneration
+from tiny import random_image, tiny_model_and_processor
+
+PROMPTS = ["What changed?", "Describe the difference between the two images, please, in one sentence."]
+
+
+def pairs(n: int = 2, offset: int = 0):
+    return [(random_image(offset + 2 * i), random_image(offset + 2 * i + 1)) for i in range(n)]
+
+
+def manual_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def test_forward_loss_backward_reach_every_trainable_parameter(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    model.train()
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+    outputs = model(**batch, labels=batch["input_ids"])
+    assert outputs.logits.shape == (*batch["input_ids"].shape, model.config.text_config.vocab_size)
+    assert torch.isfinite(outputs.loss)
+    outputs.loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    # The vision tower's output norm / head sit after the hidden states OneDiff reads: frozen by design.
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(name.startswith("model.vision_tower.") for name in frozen)
+    assert any("post_layernorm" in name for name in frozen)
+    # vision_feature_layer=-2 and delta layers up to 3 of 3: no encoder layer is unused
+    assert not any(".layers." in name for name in frozen)
+
+
+def test_return_dict_false_gives_a_tuple(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    batch = processor(images=pairs(1), text=PROMPTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        as_tuple = model(**batch, labels=batch["input_ids"], return_dict=False)
+        as_dict = model(**batch, labels=batch["input_ids"])
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], as_dict.loss)
+    torch.testing.assert_close(as_tuple[1], as_dict.logits)
+
+
+def test_trl_collator_batch_scores_only_completion_tokens(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    examples = [
+        {"images": list(pair), "prompt": prompt, "completion": completion}
+        for pair, prompt, completion in zip(pairs(), PROMPTS, ["the red cube moved.", "nothing has changed"])
+    ]
+    batch = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)(examples)
+    labels = batch.pop("labels")
+    placeholder = (batch["input_ids"] == model.config.image_token_id) | (
+        batch["input_ids"] == model.config.delta_token_id
+    )
+    assert (labels[placeholder] == -100).all() and (labels[batch["attention_mask"] == 0] == -100).all()
+    for row, completion in enumerate(["the red cube moved.", "nothing has changed"]):
+        scored = labels[row][labels[row] != -100]
+        assert processor.decode(scored) == completion  # exactly the completion, no prompt token
+
+    with torch.no_grad():
+        outputs = model(**batch, labels=labels)
+    torch.testing.assert_close(outputs.loss, manual_loss(outputs.logits, labels))
+
+
+def test_model_never_scores_placeholder_or_padding_positions(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, padding_side="left", return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()
+    with torch.no_grad():
+        outputs = model(**batch, labels=batch["input_ids"].clone())  # nothing masked by the caller
+    expected = batch["input_ids"].clone()
+    expected[(expected == model.config.image_token_id) | (expected == model.config.delta_token_id)] = -100
+    expected[batch["attention_mask"] == 0] = -100
+    torch.testing.assert_close(outputs.loss, manual_loss(outputs.logits, expected))
+    assert not torch.allclose(outputs.loss, manual_loss(outputs.logits, batch["input_ids"]))
+
+
+def greedy(model, batch, **kwargs):
+    out = model.generate(
+        **batch,
+        max_new_tokens=8,
+        min_new_tokens=8,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_scores=True,
+        **kwargs,
+    )
+    return out.sequences[:, batch["input_ids"].shape[1] :], torch.stack(out.scores, dim=1)
+
+
+def test_generation_with_and_without_kv_cache_agree(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    batch = processor(images=pairs(1), text=PROMPTS[:1], return_tensors="pt")
+    cached_tokens, cached_scores = greedy(model, batch, use_cache=True)
+    plain_tokens, plain_scores = greedy(model, batch, use_cache=False)
+    assert len(set(cached_tokens[0].tolist())) > 2  # a degenerate repeat would make the comparison toothless
+    assert torch.equal(cached_tokens, plain_tokens)
+    torch.testing.assert_close(cached_scores, plain_scores, atol=1e-4, rtol=1e-4)
+
+
+def test_batched_left_padded_generation_equals_one_by_one(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    image_pairs = pairs()
+    batch = processor(images=image_pairs, text=PROMPTS, padding=True, padding_side="left", return_tensors="pt")
+    lengths = batch["attention_mask"].sum(1)
+    assert lengths[0] != lengths[1]  # mixed prompt lengths
+    batch_tokens, batch_scores = greedy(model, batch)
+    for i in range(2):
+        single = processor(images=[image_pairs[i]], text=[PROMPTS[i]], return_tensors="pt")
+        tokens, scores = greedy(model, single)
+        assert torch.equal(tokens[0], batch_tokens[i])
+        torch.testing.assert_close(scores[0], batch_scores[i], atol=1e-4, rtol=1e-4)
+
+
+def test_sdpa_and_eager_attention_agree(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, padding_side="left", return_tensors="pt")
+    model.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        sdpa = model(**batch).logits
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager"
+    assert model.model.vision_tower.config._attn_implementation == "eager"
+    with torch.no_grad():
+        eager = model(**batch).logits
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(sdpa[mask], eager[mask], atol=1e-4, rtol=1e-4)
+
+
+def test_delta_module_sees_both_images(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    before, after = random_image(10), random_image(11)
+    same = processor(images=[(before, before)], text=["x"], return_tensors="pt")["pixel_values"]
+    forward = processor(images=[(before, after)], text=["x"], return_tensors="pt")["pixel_values"]
+    swapped = forward.flip(1)
+    with torch.no_grad():
+        identical = model.get_image_features(same)
+        out = model.get_image_features(forward)
+        out_swapped = model.get_image_features(swapped)
+    assert identical.difference_features.abs().max() == 0
+    assert out.difference_features.abs().max() > 0
+    torch.testing.assert_close(out_swapped.difference_features, -out.difference_features, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out.delta_hidden_states, out_swapped.delta_hidden_states, atol=1e-4)
+    # image tokens are per image: swapping the pair swaps their halves
+    n = out.pooler_output.shape[1] // 2
+    torch.testing.assert_close(out.pooler_output[:, :n], out_swapped.pooler_output[:, n:])
+
+
+def test_delta_attention_maps_cover_both_patch_grids(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    pixel_values = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")["pixel_values"]
+    maps = model.get_delta_attention_maps(pixel_values)
+    grid = pixel_values.shape[-1] // model.config.vision_config.patch_size
+    assert maps.before.shape == maps.after.shape == maps.difference.shape == (2, grid, grid)
+    total = maps.before.sum((1, 2)) + maps.after.sum((1, 2)) + maps.difference.sum((1, 2))
+    torch.testing.assert_close(total, torch.ones(2))
+    blocks_with_cross = -(-model.config.delta_num_hidden_layers // model.config.cross_attention_frequency)
+    assert len(maps.cross_attentions) == blocks_with_cross
+
+
+def test_image_token_pooling_shrinks_the_sequence():
+    model, processor = tiny_model_and_processor(image_token_pooling=2)
+    batch = processor(images=pairs(1), text=PROMPTS[:1], return_tensors="pt")
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 2 * 2 * 2  # 4x4 grid -> 2x2 per image
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()
+
+
+def test_mismatched_placeholders_and_bad_pixel_values_raise(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    batch = processor(images=pairs(1), text=PROMPTS[:1], return_tensors="pt")
+    image_positions = (batch["input_ids"][0] == model.config.image_token_id).nonzero()[:, 0]
+    broken = batch["input_ids"].clone()
+    broken[0, image_positions[0]] = 5
+    with pytest.raises(ValueError, match=r"tokens: \d+, features: \d+"):
+        model(input_ids=broken, pixel_values=batch["pixel_values"], attention_mask=batch["attention_mask"])
+    with pytest.raises(ValueError, match=r"\(batch_size, 2, channels, height, width\)"):
+        model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"][:, 0])
+    with pytest.raises(ValueError, match="no `pixel_values`"):
+        model(input_ids=batch["input_ids"])
+
+
+def test_inputs_embeds_path_matches_input_ids(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    batch = processor(images=pairs(1), text=PROMPTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        from_ids = model(**batch).logits
+        embeds = model.get_input_embeddings()(batch["input_ids"])
+        from_embeds = model(
+            inputs_embeds=embeds, pixel_values=batch["pixel_values"], attention_mask=batch["attention_mask"]
+        ).logits
+    torch.testing.assert_close(from_ids, from_embeds)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    model.train()
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+
+    def grads():
+        model.zero_grad()
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    reference = grads()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert all(block.gradient_checkpointing for block in model.model.delta_module.blocks)
+    checkpointed = grads()
+    assert reference.keys() == checkpointed.keys()
+    for name in reference:
+        torch.testing.assert_close(reference[name], checkpointed[name], atol=1e-5, rtol=1e-4)
+
+
+def test_tied_embeddings_and_resizing(tower_pair):
+    model, _ = tiny_model_and_processor(tower_pair)
+    tied = model.config.tie_word_embeddings
+    assert tied == (tower_pair == "siglip-qwen2")
+    assert (model.lm_head.weight is model.get_input_embeddings().weight) == tied
+    vocab = model.config.text_config.vocab_size
+    model.resize_token_embeddings(vocab + 3)
+    assert model.lm_head.weight.shape[0] == model.get_input_embeddings().weight.shape[0] == vocab + 3
+    assert model.config.text_config.vocab_size == vocab + 3
+    assert (model.lm_head.weight is model.get_input_embeddings().weight) == tied
+
+
+def test_no_split_modules_cover_delta_and_tower_layers():
+    model, _ = tiny_model_and_processor()
+    assert {"OneDiffDeltaBlock", "LlamaDecoderLayer", "CLIPEncoderLayer"} <= set(model._no_split_modules)
+
+
+def test_missing_weights_are_initialised_on_load(tmp_path):
+    model, _ = tiny_model_and_processor()
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    kept = {k: v for k, v in state.items() if not k.startswith("model.delta_module.")}
+    save_file(kept, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded = OneDiffForConditionalGeneration.from_pretrained(tmp_path)
+    for name, tensor in loaded.state_dict().items():
+        assert tensor.device.type == "cpu", name
+        assert torch.isfinite(tensor).all(), name
+    queries = loaded.model.delta_module.queries
+    assert 0.5 * model.config.initializer_range < queries.std() < 2 * model.config.initializer_range
+    torch.testing.assert_close(
+        loaded.model.vision_tower.state_dict()["embeddings.patch_embedding.weight"],
+        model.model.vision_tower.state_dict()["embeddings.patch_embedding.weight"],
+    )
