@@ -40,6 +40,7 @@ logger = logging.get_logger(__name__)
 # Modules after the last hidden state of a vision tower (final norms, pooling heads). OneDiff reads hidden states,
 # so these never receive a gradient; they are frozen to keep "every trainable parameter gets a gradient" true.
 _VISION_OUTPUT_MODULES = ("post_layernorm", "layernorm", "head", "pooler")
+_VISION_UNUSED_PARAMETERS = ("mask_token",)  # DINOv2's masked-image-modelling token: never used at inference
 
 
 @dataclass
@@ -375,6 +376,9 @@ class OneDiffModel(OneDiffPreTrainedModel):
             inside_layers = layer_prefix is not None and name.startswith(layer_prefix)
             if name.split(".")[-1] in _VISION_OUTPUT_MODULES and not inside_layers:
                 module.requires_grad_(False)
+        for name, parameter in self.vision_tower.named_parameters():
+            if name.split(".")[-1] in _VISION_UNUSED_PARAMETERS:
+                parameter.requires_grad_(False)
 
     def _patch_grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
         patch_size = self.config.vision_config.patch_size

@@ -250,3 +250,51 @@ def test_missing_weights_are_initialised_on_load(tmp_path):
         loaded.model.vision_tower.state_dict()["embeddings.patch_embedding.weight"],
         model.model.vision_tower.state_dict()["embeddings.patch_embedding.weight"],
     )
+
+
+def test_static_cache_inputs_embeds_and_beam_generation(tower_pair):
+    model, processor = tiny_model_and_processor(tower_pair)
+    batch = processor(images=pairs(1), text=PROMPTS[:1], return_tensors="pt")
+    reference, _ = greedy(model, batch)
+    static, _ = greedy(model, batch, cache_implementation="static")
+    assert torch.equal(reference, static)
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    from_embeds = model.generate(
+        inputs_embeds=embeds,
+        pixel_values=batch["pixel_values"],
+        attention_mask=batch["attention_mask"],
+        max_new_tokens=8,
+        min_new_tokens=8,
+        do_sample=False,
+    )
+    assert torch.equal(from_embeds, reference)  # with inputs_embeds, generate returns only the new tokens
+    beams = model.generate(**batch, max_new_tokens=4, num_beams=2, num_return_sequences=2, do_sample=False)
+    assert beams.shape[0] == 2
+
+
+def test_dinov2_tower_with_cls_token_and_interpolated_positions():
+    """The default model's tower family: CLS token dropped, position embeddings interpolated to a smaller input."""
+    from transformers import BitImageProcessorPil, Dinov2Config
+
+    from modeling_onediff import OneDiffProcessor
+    from tiny import tiny_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    vision = Dinov2Config(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, image_size=518, patch_size=14
+    )
+    config = tiny_config(vision_config=vision, tokenizer=tokenizer, image_token_pooling=2)
+    model = OneDiffForConditionalGeneration(config)
+    processor = OneDiffProcessor(
+        image_processor=BitImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}),
+        tokenizer=tokenizer,
+        patch_size=14,
+        image_token_pooling=2,
+        num_delta_tokens=config.num_delta_queries,
+    )
+    batch = processor(images=pairs(1), text=PROMPTS[:1], return_tensors="pt")
+    assert int((batch["input_ids"] == config.image_token_id).sum()) == 2 * 4  # 4x4 patches pooled to 2x2
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+    maps = model.get_delta_attention_maps(batch["pixel_values"])
+    assert maps.before.shape == (1, 4, 4)
