@@ -48,6 +48,40 @@ def caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_build(args: argparse.Namespace) -> int:
+    from onediff_idc.processing.build import BuildSpec, build
+
+    try:
+        spec = BuildSpec(
+            seed=args.seed,
+            scene_pairs=args.scene_pairs,
+            photo_pairs=args.photo_pairs,
+            caption_samples=args.caption_samples,
+            eval_fraction=args.eval_fraction,
+            resolution=args.resolution,
+            num_references=args.references,
+        )
+        dataset = build(spec, args.out, num_proc=args.num_proc)
+    except (ValueError, FileNotFoundError) as error:
+        raise CliError(str(error)) from error
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.items())
+    print(f"wrote {args.out}: {sizes}")
+    return 0
+
+
+def data_convert(args: argparse.Namespace) -> int:
+    from onediff_idc.processing.convert import convert
+
+    try:
+        _, report = convert(args.name, args.src, args.out, images_dir=args.images, skip_missing=args.skip_missing)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in report["pairs"].items()) + " pairs")
+    for note, count in report["notes"].items():
+        print(f"  {note}: {count}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare caption")
     p.set_defaults(func=caption)
+
+    data = commands.add_parser("data", help="build or convert DiffCap datasets").add_subparsers(
+        dest="data_command", required=True
+    )
+    b = data.add_parser("build", help="generate scene-change, photo-edit and caption data offline")
+    b.add_argument("--out", required=True, help="new folder for the DatasetDict")
+    b.add_argument("--seed", type=int, default=0, help="same seed, byte-identical dataset")
+    b.add_argument("--scene-pairs", type=int, default=6000, help="scene-change training pairs")
+    b.add_argument("--photo-pairs", type=int, default=3900, help="photo-edit training pairs")
+    b.add_argument("--caption-samples", type=int, default=4000, help="single-image captions (split 'captions')")
+    b.add_argument("--eval-fraction", type=float, default=0.1, help="validation and test size, each, per source")
+    b.add_argument("--resolution", type=int, default=224, help="side of the square images, in pixels")
+    b.add_argument("--references", type=int, default=3, help="reference captions per pair")
+    b.add_argument("--num-proc", type=int, default=1, help="worker processes")
+    b.set_defaults(func=data_build)
+
+    c = data.add_parser("convert", help="convert a public benchmark from its native layout")
+    c.add_argument("name", choices=["clevr-change", "spot-the-diff", "image-editing-request", "birds-to-words"])
+    c.add_argument("--src", required=True, help="the benchmark's folder, laid out as its instructions say")
+    c.add_argument("--out", required=True, help="new folder for the DatasetDict")
+    c.add_argument("--images", default=None, help="image folder, if not where the layout puts it")
+    c.add_argument("--skip-missing", action="store_true", help="skip (and count) pairs with missing images")
+    c.set_defaults(func=data_convert)
     return parser
 
 

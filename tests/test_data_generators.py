@@ -1,0 +1,177 @@
+"""The offline DiffCap generators, their phrasings and the caption parser."""
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Image, List, load_from_disk
+
+from onediff_idc.processing.build import PHOTO_TYPES, SCENE_TYPES, BuildSpec, build
+from onediff_idc.processing.photo_edits import PHOTO_SPLITS, photo_edit_pair
+from onediff_idc.processing.phrasing import TEMPLATES, parse_caption, render, template_slots, write_references
+from onediff_idc.processing.prompts import TASK_PROMPTS
+from onediff_idc.processing.scenes import MIN_MOVE, View, _screen, apply_change, random_scene, scene_change_pair
+from onediff_idc.processing.schema import FEATURES, load_diffcap
+
+SPEC = BuildSpec(seed=7, scene_pairs=36, photo_pairs=26, caption_samples=6, eval_fraction=0.5, resolution=96)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("diffcap") / "data"
+    build(SPEC, out, num_proc=1, progress=False)
+    return out
+
+
+def test_every_change_type_has_at_least_five_phrasings():
+    for change_type, templates in TEMPLATES.items():
+        assert len(set(templates)) >= 5, change_type
+
+
+@pytest.mark.parametrize("change_type", [t for t in TEMPLATES])
+def test_parser_inverts_every_template_with_every_surface(change_type):
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        if change_type in SCENE_TYPES:
+            result = apply_change(random_scene(rng), change_type, rng) if change_type != "none" else None
+            change = {"type": "none"} if change_type == "none" else (result[1] if result else None)
+            if change is None:
+                continue
+        else:
+            change = photo_edit_pair(rng, change_type, "train", 32)["change"]
+        for template in TEMPLATES[change_type]:
+            caption = render(template, change, rng)
+            assert parse_caption(caption) == change, (template, caption)
+            assert parse_caption(caption.upper() + ".") == change  # case and punctuation do not matter
+
+
+@pytest.mark.parametrize(
+    "caption",
+    [
+        "",
+        "the cat sat on the mat",
+        "the small red metal cube moved. the large blue rubber sphere is gone",
+        "the small red metal pyramid moved",  # no such shape
+        "the red metal cube moved",  # an attribute missing: the object is not named exactly
+    ],
+)
+def test_parser_says_unparseable(caption):
+    assert parse_caption(caption) == {"type": "unparseable"}
+
+
+def test_scenes_are_recognisable_and_unambiguous():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        objects = random_scene(rng)
+        assert 3 <= len(objects) <= 10
+        assert len({o.key for o in objects}) == len(objects)  # the references name the object unambiguously
+        for i, a in enumerate(objects):
+            ax, ay, ar = _screen(a, View())
+            assert ax - ar > 0 and ax + ar < 1 and ay - ar > 0 and ay + ar < 1
+            for b in objects[i + 1 :]:
+                bx, by, br = _screen(b, View())
+                assert np.hypot(ax - bx, ay - by) > ar + br  # no overlap: every object fully visible
+
+
+def test_moves_are_large_enough_to_see():
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        objects = random_scene(rng)
+        result = apply_change(objects, "move", rng)
+        if result is None:
+            continue
+        after, change = result
+        (moved_before,) = [o for o in objects if o.attributes == {k: change[k] for k in o.attributes}]
+        (moved_after,) = [o for o in after if o.key == moved_before.key]
+        (x0, y0, _), (x1, y1, _) = _screen(moved_before, View()), _screen(moved_after, View())
+        assert np.hypot(x1 - x0, y1 - y0) >= MIN_MOVE
+
+
+def test_built_dataset_has_the_schema_and_balanced_types(built):
+    dataset = load_diffcap(built, splits=("train", "validation", "test", "captions"))
+    assert set(dataset) == {"train", "validation", "test", "captions"}
+    for split in dataset.values():
+        assert split.features == FEATURES
+    train = dataset["train"]
+    assert len(train) == 36 + 26 and len(dataset["test"]) == 18 + 13
+    scene_types = Counter(t for s, t in zip(train["source"], train["change_type"]) if s == "scene-change")
+    photo_types = Counter(t for s, t in zip(train["source"], train["change_type"]) if s == "photo-edit")
+    assert set(scene_types.values()) == {36 // len(SCENE_TYPES)} and len(scene_types) == len(SCENE_TYPES)
+    assert set(photo_types.values()) == {26 // len(PHOTO_TYPES)} and len(photo_types) == len(PHOTO_TYPES)
+    for row in train:
+        assert row["prompt"] == TASK_PROMPTS[row["task"]]
+        assert row["completion"] == row["references"][0] and len(row["references"]) == 3
+    assert all(len(images) == 1 for images in dataset["captions"]["images"])
+
+
+def test_every_reference_parses_back_to_the_ground_truth(built):
+    dataset = load_from_disk(str(built))
+    for split in ("train", "validation", "test"):
+        for row in dataset[split].select_columns(["references", "change", "change_type"]):
+            change = json.loads(row["change"])
+            assert (change["type"] == "none") == (row["change_type"] == "no_change")
+            for reference in row["references"]:
+                assert parse_caption(reference) == change, reference
+
+
+def test_change_pairs_differ_in_pixels_and_distractors_say_no_change(built):
+    train = load_from_disk(str(built))["train"]
+    for row in train:
+        before, after = (np.asarray(image, dtype=np.int16) for image in row["images"])
+        difference = np.abs(before - after).mean()
+        if row["change_type"] == "no_change":
+            assert all(parse_caption(r) == {"type": "none"} for r in row["references"])
+            if row["source"] == "photo-edit":
+                assert difference == 0
+        else:
+            assert difference > 0.5, row["id"]
+
+
+def test_splits_are_disjoint(built):
+    dataset = load_from_disk(str(built))
+    seen = {}
+    for split in ("train", "validation", "test", "captions"):
+        for row in dataset[split].cast_column("images", List(Image(decode=False))):
+            for image in row["images"]:
+                digest = hashlib.sha256(image["bytes"]).hexdigest()
+                assert seen.setdefault(digest, split) == split, f"an image of {split} also appears in {seen[digest]}"
+
+
+def test_photo_splits_use_disjoint_photographs(built):
+    names = [set(v) for v in PHOTO_SPLITS.values()]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+
+
+def test_same_seed_is_byte_identical_whatever_num_proc(tmp_path):
+    spec = BuildSpec(**{**SPEC.__dict__, "scene_pairs": 12, "photo_pairs": 13, "caption_samples": 2})
+    one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "other"
+    build(spec, one, num_proc=1, progress=False)
+    build(spec, two, num_proc=2, progress=False)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    for file in files:
+        assert (one / file).read_bytes() == (two / file).read_bytes(), file
+    build(BuildSpec(**{**spec.__dict__, "seed": 8}), other, progress=False)
+    arrow = Path("train") / "data-00000-of-00001.arrow"
+    assert (one / arrow).read_bytes() != (other / arrow).read_bytes()
+
+
+def test_build_refuses_a_non_empty_folder_and_bad_sizes(built):
+    with pytest.raises(ValueError, match="not empty"):
+        build(SPEC, built, progress=False)
+    with pytest.raises(ValueError, match="resolution"):
+        BuildSpec(resolution=8)
+    with pytest.raises(ValueError, match="scene_pairs"):
+        BuildSpec(scene_pairs=-1)
+
+
+def test_scene_pair_references_name_the_object():
+    rng = np.random.default_rng(11)
+    pair = scene_change_pair(rng, "color", 64)
+    change = pair["change"]
+    assert all(parse_caption(r) == change for r in pair["references"])
+    assert len(set(write_references(change, rng, 5))) == 5
+    assert template_slots(TEMPLATES["color"][0]) == ["size", "color", "material", "shape", "new_color"]
