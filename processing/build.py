@@ -1,7 +1,8 @@
 """`onediff data build`: the generated part of DiffCap, written as one DatasetDict.
 
 Splits `train` / `validation` / `test` hold pairs (scene changes and photo edits, change types balanced by
-round-robin); split `captions` holds single scene images with captions for Coupled Sample Training. Every sample
+round-robin); split `captions` holds single scene images with captions for Coupled Sample Training; a split of size
+0 is left out. Every sample
 draws from its own random generator seeded by (seed, split, source, index): the same seed gives a byte-identical
 dataset whatever `num_proc` is, and the splits never share a sample.
 """
@@ -95,7 +96,8 @@ def build_dataset(spec: BuildSpec, num_proc: int = 1, progress: bool = True) -> 
                 rows = pool.map(_sample, batch, chunksize=8) if pool else [_sample(job) for job in batch]
                 chunks.append(Dataset.from_list(rows, features=FEATURES))
                 bar.update(len(batch))
-            splits[split] = concatenate_datasets(chunks) if chunks else Dataset.from_list([], features=FEATURES)
+            if chunks:  # an empty split is left out: datasets cannot reload a saved empty split
+                splits[split] = concatenate_datasets(chunks)
     finally:
         bar.close()
         if pool is not None:

@@ -20,7 +20,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, load_from_disk
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -225,16 +225,19 @@ def convert(
             images = [{"bytes": p.read_bytes(), "path": p.name} for p in paths]
             yield make_row(pair_id, name, SOURCE_TASKS[name], images, references, change_type)
 
+    written = [split for split in kept if kept[split]]  # datasets cannot reload a saved empty split
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as cache:
-        splits = {
-            split: Dataset.from_generator(rows, gen_kwargs={"split": split}, features=FEATURES, cache_dir=cache)
-            if kept[split]
-            else Dataset.from_list([], features=FEATURES)
-            for split in kept
-        }
-        dataset = DatasetDict(splits)
+        dataset = DatasetDict(
+            {
+                split: Dataset.from_generator(rows, gen_kwargs={"split": split}, features=FEATURES, cache_dir=cache)
+                for split in written
+            }
+        )
         save_diffcap(dataset, out, progress=progress)
-    dataset = DatasetDict({split: Dataset.load_from_disk(str(out / split)) for split in kept})
+    dataset = load_from_disk(str(out))
+    for split in kept:
+        if split not in written:
+            report[f"{split}: no pairs, split not written"] += 1
     summary = {
         "benchmark": name,
         "source": str(src),

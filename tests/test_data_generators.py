@@ -175,3 +175,16 @@ def test_scene_pair_references_name_the_object():
     assert all(parse_caption(r) == change for r in pair["references"])
     assert len(set(write_references(change, rng, 5))) == 5
     assert template_slots(TEMPLATES["color"][0]) == ["size", "color", "material", "shape", "new_color"]
+
+
+def test_cli_build_with_only_some_sources(tmp_path, capsys):
+    from onediff_idc.cli import main
+
+    out = tmp_path / "only-scenes"
+    argv = ["data", "build", "--out", str(out), "--scene-pairs", "6", "--photo-pairs", "0", "--caption-samples", "0"]
+    assert main([*argv, "--eval-fraction", "0", "--resolution", "64"]) == 0
+    assert "train 6" in capsys.readouterr().out
+    dataset = load_diffcap(out, splits=("train",))
+    assert set(dataset) == {"train"} and set(dataset["train"]["source"]) == {"scene-change"}
+    assert main(["data", "build", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
