@@ -82,6 +82,29 @@ def data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_model(args: argparse.Namespace) -> int:
+    from onediff_idc.eval.coco import JavaNotFoundError
+    from onediff_idc.eval.runner import markdown_table, run_eval
+
+    try:
+        results = run_eval(
+            args.model,
+            args.data,
+            split=args.split,
+            out=args.out,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            limit=args.limit,
+            device=args.device,
+        )
+    except (ValueError, JavaNotFoundError) as error:
+        raise CliError(str(error)) from error
+    print(markdown_table(results))
+    if args.out:
+        print(f"\npredictions and scores: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--images", default=None, help="image folder, if not where the layout puts it")
     c.add_argument("--skip-missing", action="store_true", help="skip (and count) pairs with missing images")
     c.set_defaults(func=data_convert)
+
+    e = commands.add_parser("eval", help="caption a DiffCap split and score the captions")
+    e.add_argument("--model", required=True, help="OneDiff checkpoint folder")
+    e.add_argument("--data", required=True, help="DiffCap dataset folder (onediff data build/convert output)")
+    e.add_argument("--split", default="test", help="split to evaluate")
+    e.add_argument("--out", default=None, help="JSON file for scores and every prediction")
+    e.add_argument("--batch-size", type=int, default=8, help="pairs captioned per generate() call")
+    e.add_argument("--max-new-tokens", type=int, default=48, help="length limit of each caption, in tokens")
+    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs")
+    e.add_argument("--device", default="cpu", help="torch device")
+    e.set_defaults(func=evaluate_model)
     return parser
 
 

@@ -308,3 +308,18 @@ def parse_caption(caption: str) -> dict:
                 )
         return change
     return dict(UNPARSEABLE)
+
+
+_NO_CHANGE = re.compile(
+    r"\b(no (visible |noticeable )?(change|difference)s?|nothing (has |was )?(changed|different)|"
+    r"(is|are|remains?|stays?|look|looks) (exactly )?(the same|unchanged|identical)|unchanged|identical|"
+    r"there (is|are) no (change|difference)s?)\b"
+)
+
+
+def says_no_change(caption: str) -> bool:
+    """Whether a caption says that nothing changed: our "none" phrasings, and the usual wordings of CLEVR-Change's
+    and Spot-the-Diff's no-change references ("no change was made", "the scene remains the same", ...)."""
+    if parse_caption(caption)["type"] == "none":
+        return True
+    return bool(_NO_CHANGE.search(normalize_caption(caption)))

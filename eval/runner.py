@@ -1,0 +1,175 @@
+"""`onediff eval --model DIR --data DIR [--split test] [--out results.json] [--batch-size N]`.
+
+Generates a caption for every pair of a DiffCap split (batched, left-padded, with a progress bar), then scores:
+COCO caption metrics overall, per `source` and per `change_type`; how often "no change" is said on distractor pairs
+and not said on change pairs; and, where the data carries ground truth (`change`), change accuracy with per-field
+accuracies. Writes a JSON file with every prediction and prints a Markdown table.
+"""
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
+
+from .change_accuracy import change_accuracy, no_change_accuracy
+from .coco import grouped_coco_caption_scores
+
+
+def load_captioner(model_dir: str | Path, device: str = "cpu"):
+    """The image-difference-captioning pipeline of a checkpoint folder, with the installed classes."""
+    import torch
+
+    from modeling_onediff import ImageDifferenceCaptioningPipeline, OneDiffForConditionalGeneration, OneDiffProcessor
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"No OneDiff checkpoint at {model_dir} (config.json missing)")
+    model = OneDiffForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    processor = OneDiffProcessor.from_pretrained(model_dir)
+    return ImageDifferenceCaptioningPipeline(model=model, processor=processor, device=device)
+
+
+def generate_predictions(
+    captioner, split, batch_size: int = 8, max_new_tokens: int = 48, progress: bool = True
+) -> list[str]:
+    """One caption per row, greedy, in the row order."""
+
+    def pairs():
+        for row in split:
+            before, after = row["images"]
+            yield {"before": before, "after": after, "prompt": row["prompt"]}
+
+    outputs = captioner(pairs(), batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=False)
+    bar = tqdm(outputs, total=len(split), desc="captioning", unit="pair", disable=not progress)
+    return [output["generated_text"] for output in bar]
+
+
+def _groups(rows: list[dict]) -> dict[str, dict[str, list[int]]]:
+    by_source, by_type = defaultdict(list), defaultdict(list)
+    for i, row in enumerate(rows):
+        by_source[row["source"]].append(i)
+        if row["change_type"]:
+            by_type[row["change_type"]].append(i)
+    return {"by_source": dict(by_source), "by_change_type": dict(by_type)}
+
+
+def score_predictions(rows: list[dict], predictions: list[str]) -> dict:
+    """Every score `onediff eval` reports, for rows with `source`, `change_type`, `references` and `change`."""
+    if len(rows) != len(predictions):
+        raise ValueError(f"Got {len(predictions)} predictions for {len(rows)} pairs")
+    groups = _groups(rows)
+    named = {"overall": list(range(len(rows)))}
+    named |= {f"source:{k}": v for k, v in groups["by_source"].items()}
+    named |= {f"type:{k}": v for k, v in groups["by_change_type"].items()}
+    metrics = grouped_coco_caption_scores(predictions, [r["references"] for r in rows], named)
+
+    def subset(indices):
+        return [rows[i] for i in indices], [predictions[i] for i in indices]
+
+    def no_change(indices):
+        sub_rows, sub_predictions = subset(indices)
+        if not any(r["change_type"] for r in sub_rows):
+            return None
+        return no_change_accuracy(sub_predictions, [r["change_type"] == NO_CHANGE for r in sub_rows])
+
+    def accuracy(indices):
+        sub_rows, sub_predictions = subset([i for i in indices if rows[i]["change"]])
+        return change_accuracy(sub_predictions, [r["change"] for r in sub_rows]) if sub_rows else None
+
+    return {
+        "metrics": {
+            "overall": metrics["overall"],
+            "by_source": {k: metrics[f"source:{k}"] for k in groups["by_source"]},
+            "by_change_type": {k: metrics[f"type:{k}"] for k in groups["by_change_type"]},
+        },
+        "no_change": {
+            "overall": no_change(named["overall"]),
+            "by_source": {k: no_change(v) for k, v in groups["by_source"].items()},
+        },
+        "change_accuracy": {
+            "overall": accuracy(named["overall"]),
+            "by_source": {k: accuracy(v) for k, v in groups["by_source"].items()},
+            "by_change_type": {k: accuracy(v) for k, v in groups["by_change_type"].items()},
+        },
+        "pairs": {"overall": len(rows), **{f"source:{k}": len(v) for k, v in groups["by_source"].items()}},
+    }
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def markdown_table(results: dict) -> str:
+    """Caption metrics (x100) and change accuracy per group, then no-change accuracy per source."""
+    metrics, accuracy = results["metrics"], results["change_accuracy"]
+    lines = [
+        "| group | pairs | BLEU-4 | METEOR | ROUGE-L | CIDEr-D | change acc. |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [("overall", metrics["overall"], accuracy["overall"], results["pairs"]["overall"])]
+    rows += [(f"source {k}", v, accuracy["by_source"].get(k), None) for k, v in metrics["by_source"].items()]
+    rows += [(f"type {k}", v, accuracy["by_change_type"].get(k), None) for k, v in metrics["by_change_type"].items()]
+    for name, scores, acc, pairs in rows:
+        count = pairs if pairs is not None else (acc or {}).get("pairs", "")
+        lines.append(
+            f"| {name} | {count} | {scores['bleu_4_x100']:.1f} | {scores['meteor_x100']:.1f} | "
+            f"{scores['rouge_l_x100']:.1f} | {scores['cider_d_x100']:.1f} | "
+            f"{_pct(acc['change_accuracy']) if acc else '–'} |"
+        )
+    no_change = {"overall": results["no_change"]["overall"], **results["no_change"]["by_source"]}
+    no_change = [(k, v) for k, v in no_change.items() if v]
+    if no_change:
+        lines += [
+            "",
+            "| no-change accuracy | says 'no change' on distractors | does not on changes |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {k} | {_pct(v['no_change_recall'])} | {_pct(v['change_recall'])} |" for k, v in no_change]
+    return "\n".join(lines)
+
+
+def run_eval(
+    model: str | Path,
+    data: str | Path,
+    split: str = "test",
+    out: str | Path | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 48,
+    limit: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    dataset = load_diffcap(data, splits=(split,))[split]
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    captioner = load_captioner(model, device)
+    start = time.perf_counter()
+    predictions = generate_predictions(captioner, dataset, batch_size, max_new_tokens, progress)
+    generation_seconds = time.perf_counter() - start
+    rows = dataset.remove_columns("images").to_list()
+    start = time.perf_counter()
+    results = score_predictions(rows, predictions)
+    results |= {
+        "model": str(model),
+        "data": str(data),
+        "split": split,
+        "seconds": {"generation": generation_seconds, "metrics": time.perf_counter() - start},
+        "predictions": [
+            {
+                "id": r["id"],
+                "source": r["source"],
+                "change_type": r["change_type"],
+                "prediction": p,
+                "references": r["references"],
+                "change": r["change"],
+            }
+            for r, p in zip(rows, predictions)
+        ],
+    }
+    if out is not None:
+        Path(out).write_text(json.dumps(results, indent=1) + "\n")
+    return results

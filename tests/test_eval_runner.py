@@ -1,0 +1,59 @@
+"""`onediff eval` end to end: a tiny random model on a tiny generated dataset."""
+
+import json
+
+import pytest
+from tiny import tiny_model_and_processor
+
+from onediff_idc.cli import main
+from onediff_idc.eval.runner import markdown_table, score_predictions
+from onediff_idc.processing.build import BuildSpec, build
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    model, processor = tiny_model_and_processor("clip-llama")
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    spec = BuildSpec(seed=3, scene_pairs=12, photo_pairs=13, caption_samples=0, eval_fraction=0.5, resolution=48)
+    build(spec, root / "data", progress=False)
+    return root
+
+
+def test_onediff_eval_end_to_end(model_and_data, capsys):
+    out = model_and_data / "results.json"
+    argv = ["eval", "--model", str(model_and_data / "model"), "--data", str(model_and_data / "data")]
+    assert main([*argv, "--out", str(out), "--batch-size", "4", "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "| overall |" in printed and "CIDEr-D" in printed and "no-change accuracy" in printed
+    results = json.loads(out.read_text())
+    assert results["pairs"]["overall"] == 6 + 6 == len(results["predictions"])
+    assert set(results["metrics"]["by_source"]) == {"scene-change", "photo-edit"}
+    assert "no_change" in results["metrics"]["by_change_type"]
+    accuracy = results["change_accuracy"]["overall"]
+    assert accuracy["pairs"] == 12 and 0 <= accuracy["change_accuracy"] <= 1
+    assert results["no_change"]["overall"]["no_change_pairs"] == 1  # the scene distractor (index 5 of 6)
+    first = results["predictions"][0]
+    assert {"id", "prediction", "references", "change"} <= set(first)
+
+
+def test_scores_of_perfect_predictions(model_and_data):
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(model_and_data / "data"))["test"].remove_columns("images").to_list()
+    results = score_predictions(rows, [r["references"][0] for r in rows])
+    assert results["change_accuracy"]["overall"]["change_accuracy"] == 1.0
+    assert results["no_change"]["overall"]["no_change_recall"] == 1.0
+    assert results["no_change"]["overall"]["change_recall"] == 1.0
+    assert "| type no_change |" in markdown_table(results)
+
+
+def test_eval_errors(model_and_data, tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path), "--data", str(model_and_data / "data")]) == 2
+    assert "No OneDiff checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--model", str(model_and_data / "model"), "--data", str(tmp_path)]) == 2
+    assert "No DiffCap dataset" in capsys.readouterr().err
+    argv = ["eval", "--model", str(model_and_data / "model"), "--data", str(model_and_data / "data")]
+    assert main([*argv, "--split", "captions"]) == 2
+    assert "lacks split" in capsys.readouterr().err
