@@ -3,11 +3,11 @@
 import json
 
 import pytest
-from tiny import tiny_model_and_processor
 
 from onediff_idc.cli import main
 from onediff_idc.eval.runner import markdown_table, score_predictions
 from onediff_idc.processing.build import BuildSpec, build
+from tiny import tiny_model_and_processor
 
 
 @pytest.fixture(scope="module")
