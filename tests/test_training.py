@@ -1,0 +1,208 @@
+"""Both training stages, called through their `main([...])` on a tiny model and tiny generated data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from accelerate.commands.config.config_args import ClusterConfig
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import pipeline
+
+from modeling_onediff import OneDiffForConditionalGeneration
+from onediff_idc.processing.build import BuildSpec, build
+from onediff_idc.train import pretrain_coupled, sft
+from tiny import random_image, save_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "train" / "configs"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training")
+    save_tiny_model(root / "tiny-model")
+    spec = BuildSpec(seed=1, scene_pairs=12, photo_pairs=13, caption_samples=16, eval_fraction=0.5, resolution=48)
+    build(spec, root / "data", progress=False)
+    return root
+
+
+def stage1_args(workspace: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(CONFIGS / "tiny_cpu" / "pretrain_coupled.yaml"),
+        "--model_name_or_path", str(workspace / "tiny-model"),
+        "--dataset_path", str(workspace / "data"),
+        "--output_dir", str(out),
+        "--per_device_train_batch_size", "2",
+        "--logging_steps", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+def sft_args(workspace: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(CONFIGS / "tiny_cpu" / "sft.yaml"),
+        "--model_name_or_path", str(workspace / "tiny-model"),
+        "--dataset_path", str(workspace / "data"),
+        "--output_dir", str(out),
+        "--per_device_train_batch_size", "2",
+        "--logging_steps", "1",
+        "--max_eval_samples", "4",
+        *extra,
+    ]  # fmt: skip
+
+
+def losses(log: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+
+
+def test_stage1_trains_the_new_parts_and_leaves_the_towers_bit_identical(workspace, tmp_path):
+    final = pretrain_coupled.main(stage1_args(workspace, tmp_path / "run", "--max_steps", "4", "--save_steps", "2"))
+    before = load_file(workspace / "tiny-model" / "model.safetensors")
+    after = load_file(final / "model.safetensors")
+    assert before.keys() == after.keys()
+    for name in before:
+        frozen = name.startswith(("model.vision_tower.", "model.language_model.", "lm_head."))
+        assert torch.equal(before[name], after[name]) == frozen, name
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and all(r["samples_per_second"] > 0 for r in records)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    pipe = pipeline("image-difference-captioning", model=str(final), trust_remote_code=True)
+    assert isinstance(
+        pipe({"before": random_image(0), "after": random_image(1)}, max_new_tokens=3)["generated_text"], str
+    )
+
+
+def test_stage1_loss_falls_when_overfitting_one_pseudo_pair(workspace, tmp_path):
+    argv = stage1_args(workspace, tmp_path / "run", "--max_train_samples", "2", "--max_steps", "40")
+    pretrain_coupled.main([*argv, "--learning_rate", "1e-2", "--save_steps", "0", "--warmup_steps", "0"])
+    history = losses(tmp_path / "run" / "log.jsonl")
+    # towers frozen, only the delta module and projectors learn: a clear fall (no gradient would keep it flat
+    # within ~0.05, the same pseudo pair being seen in one order or the other)
+    assert sum(history[-5:]) / 5 < history[0] - 0.4, history
+
+
+def test_stage1_resume_continues_exactly(workspace, tmp_path):
+    common = ("--max_steps", "6", "--save_steps", "3", "--gradient_accumulation_steps", "2")
+    straight = pretrain_coupled.main(stage1_args(workspace, tmp_path / "straight", *common))
+    stopped = pretrain_coupled.main(stage1_args(workspace, tmp_path / "split", *common, "--stop_after_steps", "3"))
+    assert stopped.name == "step-3" and not (tmp_path / "split" / "final").exists()
+    resumed = pretrain_coupled.main(stage1_args(workspace, tmp_path / "split", *common, "--resume", "latest"))
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert losses(tmp_path / "straight" / "log.jsonl") == losses(tmp_path / "split" / "log.jsonl")
+
+
+def test_stage1_two_process_cpu_data_parallel(workspace, tmp_path):
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    argv = stage1_args(workspace, tmp_path / "ddp", "--max_steps", "3", "--save_steps", "3")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    proc = subprocess.run(
+        [*command, str(REPO / "train" / "pretrain_coupled.py"), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((tmp_path / "ddp" / "run_info.json").read_text())
+    assert info == {"distributed_type": "DistributedType.MULTI_CPU", "num_processes": 2, "steps": 3}
+    checkpoint = tmp_path / "ddp" / "checkpoints" / "step-3"
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoint.iterdir()}
+    assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
+
+
+def test_sft_full_finetuning_with_eval_loss_and_resume(workspace, tmp_path):
+    out = tmp_path / "sft"
+    common = ("--use_peft", "false", "--eval_steps", "2", "--save_steps", "2")
+    final = sft.main(sft_args(workspace, out, *common, "--max_steps", "2"))
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert any("eval_loss" in entry for entry in state["log_history"])
+    assert {"pipeline_onediff.py", "modeling_onediff.py"} <= {p.name for p in final.iterdir()}
+    # the vision tower stays frozen unless asked; the language model trains
+    base = load_file(workspace / "tiny-model" / "model.safetensors")
+    tuned = load_file(final / "model.safetensors")
+    assert torch.equal(base["model.vision_tower.embeddings.patch_embedding.weight"],
+                       tuned["model.vision_tower.embeddings.patch_embedding.weight"])  # fmt: skip
+    assert not torch.equal(base["model.language_model.layers.0.mlp.up_proj.weight"],
+                           tuned["model.language_model.layers.0.mlp.up_proj.weight"])  # fmt: skip
+
+    sft.main(sft_args(workspace, out, *common, "--max_steps", "4", "--resume_from_checkpoint", "latest"))
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert steps == [1, 2, 3, 4] and state["global_step"] == 4
+
+
+def test_sft_lora_adapter_reloads_onto_the_base_and_generates(workspace, tmp_path):
+    out = tmp_path / "lora"
+    final = sft.main(sft_args(workspace, out, "--max_steps", "3", "--eval_strategy", "no", "--save_steps", "3"))
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert set(adapter["modules_to_save"]) == {"delta_module", "image_projector", "delta_projector"}
+
+    pipe = pipeline("image-difference-captioning", model=str(final), trust_remote_code=True)
+    processor = pipe.processor
+    batch = processor(images=[(random_image(3), random_image(4))], text=["What changed?"], return_tensors="pt")
+    base = OneDiffForConditionalGeneration.from_pretrained(workspace / "tiny-model").eval()
+    with torch.no_grad():
+        base_logits = base(**batch).logits
+        reloaded = PeftModel.from_pretrained(base, out / "adapter").eval()
+        adapted = reloaded(**batch).logits
+        merged = pipe.model(**batch).logits
+    assert not torch.allclose(adapted, base_logits)
+    torch.testing.assert_close(adapted, merged, atol=1e-4, rtol=1e-4)
+    generated = reloaded.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert generated.shape[1] == batch["input_ids"].shape[1] + 4
+
+
+@pytest.mark.parametrize("script", [pretrain_coupled, sft])
+def test_bad_setups_fail_before_any_work(workspace, tmp_path, script):
+    make = stage1_args if script is pretrain_coupled else sft_args
+    with pytest.raises(ValueError, match="No DiffCap dataset"):
+        script.main(make(workspace, tmp_path / "a", "--dataset_path", str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="no folder at"):
+        script.main(make(workspace, tmp_path / "b", "--model_name_or_path", str(tmp_path / "missing")))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"learning_rat": 0.1}))
+    argv = make(workspace, tmp_path / "c")
+    argv[1] = str(recipe)
+    with pytest.raises(ValueError, match="learning_rat"):
+        script.main(argv)
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict(
+        {"train": Dataset.from_dict({"text": ["x"]}), "captions": Dataset.from_dict({"text": ["x"]})}
+    ).save_to_disk(str(tmp_path / "foreign"))
+    with pytest.raises(ValueError, match="lacks column"):
+        script.main(make(workspace, tmp_path / "d", "--dataset_path", str(tmp_path / "foreign")))
+    assert not any((tmp_path / name).exists() for name in "abcd")  # nothing was started
+
+
+def test_every_recipe_and_launch_config_is_valid():
+    from trl import SFTConfig
+
+    from onediff_idc.train.common import ModelArguments
+
+    fields = {
+        "pretrain_coupled": [ModelArguments, pretrain_coupled.CoupledTrainingArguments],
+        "sft": [ModelArguments, sft.OneDiffSFTArguments, SFTConfig],
+    }
+    recipes = sorted(CONFIGS.glob("*/pretrain_coupled.yaml")) + sorted(CONFIGS.glob("*/sft.yaml"))
+    assert {p.parent.name for p in recipes} == {"tiny_cpu", "onediff_7b"}
+    for recipe in recipes:
+        keys = set(yaml.safe_load(recipe.read_text()))
+        known = {f for cls in fields[recipe.stem] for f in cls.__dataclass_fields__}
+        assert keys <= known, (recipe, keys - known)
+    sft_recipe = yaml.safe_load((CONFIGS / "onediff_7b" / "sft.yaml").read_text())
+    values = {k: v for k, v in sft_recipe.items() if k in SFTConfig.__dataclass_fields__}
+    SFTConfig(**{**values, "bf16": False, "use_cpu": True})  # bf16 needs the GPU the recipe is for
+    for launch in sorted((CONFIGS / "accelerate").glob("*.yaml")):
+        config = ClusterConfig.from_yaml_file(launch)
+        assert config.distributed_type is not None
+    fsdp = ClusterConfig.from_yaml_file(CONFIGS / "accelerate" / "fsdp2.yaml")
+    assert fsdp.fsdp_config["fsdp_version"] == 2

@@ -1,0 +1,114 @@
+"""Stage 2 of OneDiff: multi-task instruction tuning on DiffCap with TRL's SFTTrainer.
+
+    accelerate launch train/sft.py --config train/configs/tiny_cpu/sft.yaml
+    accelerate launch --config_file train/configs/accelerate/fsdp2.yaml train/sft.py \
+        --config train/configs/onediff_7b/sft.yaml
+
+Every row carries its task's prompt (processing/prompts.py); rows become chat conversations (user: both images and
+the prompt; assistant: the caption) and the loss falls on the caption only. Full fine-tuning, or LoRA on the
+language model (`use_peft: true`) with the delta module and projectors trained in full beside it. Optional
+evaluation loss on a second split, resume from the last checkpoint, and a final folder (`<output_dir>/final`, LoRA
+merged) that loads with `pipeline("image-difference-captioning", model=..., trust_remote_code=True)`.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peft import LoraConfig
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from onediff_idc.train.common import (
+    ModelArguments,
+    OneDiffCollator,
+    load_model_and_processor,
+    load_pairs,
+    parse_recipe,
+    save_final,
+)
+
+# LoRA goes on the decoder's attention and MLP projections only: the delta module has q_proj/v_proj too
+DECODER_LINEAR_LAYERS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+NEW_PARTS = ["delta_module", "image_projector", "delta_projector"]
+
+
+@dataclass
+class OneDiffSFTArguments:
+    dataset_path: str = field(default=None, metadata={"help": "DiffCap dataset folder (onediff data build/convert)"})
+    dataset_train_split: str = field(default="train", metadata={"help": "split to train on"})
+    dataset_eval_split: str | None = field(default=None, metadata={"help": "split for evaluation loss (optional)"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "train on the first N rows only"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "evaluate on the first N rows only"})
+    use_peft: bool = field(default=False, metadata={"help": "LoRA on the language model instead of full tuning"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: str = field(default=DECODER_LINEAR_LAYERS, metadata={"help": "regex of LoRA'd modules"})
+    train_vision_tower: bool = field(default=False, metadata={"help": "also fine-tune the vision tower (full FT)"})
+
+    def __post_init__(self):
+        if self.dataset_path is None:
+            raise ValueError("`dataset_path` is required (a DiffCap dataset folder)")
+
+
+def parse(argv: list[str] | None) -> tuple[ModelArguments, OneDiffSFTArguments, SFTConfig]:
+    return parse_recipe((ModelArguments, OneDiffSFTArguments, SFTConfig), argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    model_args, args, config = parse(argv)
+    # data problems surface before any model is loaded
+    train = load_pairs(args.dataset_path, args.dataset_train_split, args.max_train_samples)
+    evaluation = None
+    if args.dataset_eval_split:
+        evaluation = load_pairs(args.dataset_path, args.dataset_eval_split, args.max_eval_samples)
+    resume = config.resume_from_checkpoint
+    if resume in ("true", "True", "latest", True):
+        resume = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+        if resume is None:
+            raise ValueError(f"resume_from_checkpoint: no checkpoint in {config.output_dir}")
+
+    config.max_length = None  # truncation would cut image placeholders (hf-integration.md)
+    config.remove_unused_columns = False  # the collator reads images/prompt/completion itself
+    config.dataset_kwargs = {**(config.dataset_kwargs or {}), "skip_prepare_dataset": True}
+
+    model, processor = load_model_and_processor(model_args)
+    peft_config = None
+    if args.use_peft:
+        model.requires_grad_(False)
+        peft_config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=args.lora_target_modules,
+            modules_to_save=NEW_PARTS,
+        )
+    elif not args.train_vision_tower:
+        model.model.vision_tower.requires_grad_(False)
+    model.model.freeze_unused_vision_parameters()
+
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=processor,
+        data_collator=OneDiffCollator(processor),
+        peft_config=peft_config,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+
+    final = Path(config.output_dir) / "final"
+    if trainer.accelerator.is_main_process:
+        trained = trainer.accelerator.unwrap_model(trainer.model)
+        if args.use_peft:
+            trained.save_pretrained(Path(config.output_dir) / "adapter")  # LoRA + delta module + projectors
+            trained = trained.merge_and_unload()
+        save_final(trained, processor, final)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
