@@ -130,52 +130,61 @@ def _draw_sphere(canvas: np.ndarray, cx: float, cy: float, r: float, obj: SceneO
     light = light / np.linalg.norm(light)
     diffuse = np.clip(nx * light[0] + ny * light[1] + nz * light[2], 0.0, 1.0)
     base = np.array(RGB[obj.color], dtype=np.float32)
-    if obj.material == "metal":
+    if obj.material == "metal":  # mirror-like: strong falloff, a broad highlight and a dark reflected horizon
         half = light + np.array([0.0, 0.0, 1.0])
         half /= np.linalg.norm(half)
-        specular = np.clip(nx * half[0] + ny * half[1] + nz * half[2], 0.0, 1.0) ** 40
-        color = base * (0.25 + 0.85 * diffuse[..., None] ** 1.5) + 255 * 0.9 * specular[..., None]
+        specular = np.clip(nx * half[0] + ny * half[1] + nz * half[2], 0.0, 1.0) ** 12
+        horizon = np.where(np.abs(ny - 0.15) < 0.12, 0.45, 1.0)[..., None]
+        color = base * (0.2 + 0.95 * diffuse[..., None] ** 2) * horizon + 255 * 0.95 * specular[..., None]
     else:
-        color = base * (0.35 + 0.7 * diffuse[..., None])
+        color = base * (0.4 + 0.65 * diffuse[..., None])
     patch = canvas[y0:y1, x0:x1]
     patch[inside] = np.clip(color[inside] * view.brightness, 0, 255)
 
 
 def _draw_polygon_object(image: Image.Image, cx: float, cy: float, r: float, obj: SceneObject, view: View) -> None:
+    """Cubes and cylinders. Rubber is shaded softly; metal mirrors its surroundings: strong contrast between faces,
+    a dark horizon band and bright specular highlights, so that a texture change shows even on small objects."""
     draw = ImageDraw.Draw(image)
     base = _shade(RGB[obj.color], view.brightness)
-    light_side = np.cos(view.light_angle)  # < 0: light from the left
-    left_face, right_face = (1.0, 0.7) if light_side < 0 else (0.7, 1.0)
-    contrast = 1.25 if obj.material == "metal" else 1.0
+    from_left = np.cos(view.light_angle) < 0
+    metal = obj.material == "metal"
+    lit, unlit = (1.0, 0.72) if not metal else (1.25, 0.4)
+    left_face, right_face = (lit, unlit) if from_left else (unlit, lit)
+    white = _shade((255, 255, 255), view.brightness)
     if obj.shape == "cube":
         s, depth = r * 0.85, r * 0.45
         front = [(cx - s, cy - s + depth), (cx + s - depth, cy - s + depth), (cx + s - depth, cy + s), (cx - s, cy + s)]
         top = [(cx - s, cy - s + depth), (cx - s + depth, cy - s), (cx + s, cy - s), (cx + s - depth, cy - s + depth)]
         side = [(cx + s - depth, cy - s + depth), (cx + s, cy - s), (cx + s, cy + s - depth), (cx + s - depth, cy + s)]
-        draw.polygon(front, fill=_shade(base, left_face**contrast))
-        draw.polygon(top, fill=_shade(base, 1.2 * contrast))
-        draw.polygon(side, fill=_shade(base, (right_face * 0.8) ** contrast))
-        if obj.material == "metal":  # a specular streak on the top face and a bright edge
+        draw.polygon(front, fill=_shade(base, left_face))
+        draw.polygon(top, fill=_shade(base, 1.6 if metal else 1.15))
+        draw.polygon(side, fill=_shade(base, right_face * 0.85))
+        if metal:  # a dark reflected horizon across the front, a specular streak on top, a bright edge
+            band_top, band_bottom = cy + s * 0.05, cy + s * 0.45
+            draw.rectangle([cx - s, band_top, cx + s - depth, band_bottom], fill=_shade(base, 0.35))
             draw.line(
-                [(cx - s + depth * 0.7, cy - s + depth * 0.5), (cx + s * 0.6, cy - s + depth * 0.5)],
-                fill=(250, 250, 250),
-                width=max(1, int(r * 0.12)),
+                [(cx - s + depth * 0.6, cy - s + depth * 0.5), (cx + s * 0.7, cy - s + depth * 0.5)],
+                fill=white,
+                width=max(1, int(r * 0.2)),
             )
-            draw.line([front[0], front[1]], fill=_shade(base, 1.8), width=max(1, int(r * 0.06)))
+            draw.line([front[0], front[1]], fill=white, width=max(1, int(r * 0.08)))
     else:  # cylinder: body, bottom and top ellipses
         w, h, e = r * 0.8, r * 1.0, r * 0.3
-        body_steps = 12
-        for i in range(body_steps):  # horizontal shading across the body
+        body_steps = 16
+        for i in range(body_steps):  # shading across the body
             t = i / (body_steps - 1)
             factor = left_face + (right_face - left_face) * t
+            if metal:  # banded reflections: alternating bright and dark stripes
+                factor *= 1.35 if (i // 2) % 2 == 0 else 0.6
             x_left = cx - w + 2 * w * i / body_steps
             x_right = cx - w + 2 * w * (i + 1) / body_steps
-            draw.rectangle([x_left, cy - h + e, x_right, cy + h - e], fill=_shade(base, factor**contrast))
-        draw.ellipse([cx - w, cy + h - 2 * e, cx + w, cy + h], fill=_shade(base, 0.8 * right_face))
-        draw.ellipse([cx - w, cy - h, cx + w, cy - h + 2 * e], fill=_shade(base, 1.2 * contrast))
-        if obj.material == "metal":
-            stripe = cx - w * 0.45 if light_side < 0 else cx + w * 0.3
-            draw.rectangle([stripe, cy - h + e * 1.5, stripe + w * 0.15, cy + h - e * 1.2], fill=(245, 245, 245))
+            draw.rectangle([x_left, cy - h + e, x_right, cy + h - e], fill=_shade(base, factor))
+        draw.ellipse([cx - w, cy + h - 2 * e, cx + w, cy + h], fill=_shade(base, 0.8 * min(lit, unlit) / 0.72))
+        draw.ellipse([cx - w, cy - h, cx + w, cy - h + 2 * e], fill=_shade(base, 1.6 if metal else 1.15))
+        if metal:
+            stripe = cx - w * 0.5 if from_left else cx + w * 0.3
+            draw.rectangle([stripe, cy - h + e * 1.2, stripe + w * 0.22, cy + h - e * 1.1], fill=white)
 
 
 def render_scene(objects: list[SceneObject], view: View, size: int) -> Image.Image:

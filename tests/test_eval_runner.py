@@ -57,3 +57,15 @@ def test_eval_errors(model_and_data, tmp_path, capsys):
     argv = ["eval", "--model", str(model_and_data / "model"), "--data", str(model_and_data / "data")]
     assert main([*argv, "--split", "captions"]) == 2
     assert "lacks split" in capsys.readouterr().err
+
+
+def test_benchmark_rows_without_ground_truth_are_scored_without_change_accuracy():
+    rows = [
+        {"source": "spot-the-diff", "change_type": "", "change": "", "references": ["a car left", "the car is gone"]},
+        {"source": "spot-the-diff", "change_type": "", "change": "", "references": ["a man walks in"]},
+    ]
+    results = score_predictions(rows, ["the car is gone", "a person came in"])
+    assert results["change_accuracy"]["overall"] is None
+    assert results["no_change"]["overall"] is None
+    assert results["metrics"]["overall"]["bleu_1"] > 0
+    assert "| source spot-the-diff |" in markdown_table(results)

@@ -206,3 +206,12 @@ def test_every_recipe_and_launch_config_is_valid():
         assert config.distributed_type is not None
     fsdp = ClusterConfig.from_yaml_file(CONFIGS / "accelerate" / "fsdp2.yaml")
     assert fsdp.fsdp_config["fsdp_version"] == 2
+
+
+def test_sft_loss_falls_when_overfitting_a_fixed_batch(workspace, tmp_path):
+    out = tmp_path / "overfit"
+    argv = sft_args(workspace, out, "--use_peft", "false", "--max_train_samples", "2", "--max_steps", "25")
+    sft.main([*argv, "--learning_rate", "3e-3", "--eval_strategy", "no", "--save_steps", "25", "--warmup_steps", "0"])
+    state = json.loads((out / "checkpoint-25" / "trainer_state.json").read_text())
+    history = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert sum(history[-3:]) / 3 < 0.5 * history[0], history
