@@ -13,24 +13,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from onediff_idc.captioner import load_captioner
 from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
 
 from .change_accuracy import change_accuracy, no_change_accuracy
 from .coco import grouped_coco_caption_scores
-
-
-def load_captioner(model_dir: str | Path, device: str = "cpu"):
-    """The image-difference-captioning pipeline of a checkpoint folder, with the installed classes."""
-    import torch
-
-    from modeling_onediff import ImageDifferenceCaptioningPipeline, OneDiffForConditionalGeneration, OneDiffProcessor
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(f"No OneDiff checkpoint at {model_dir} (config.json missing)")
-    model = OneDiffForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-    processor = OneDiffProcessor.from_pretrained(model_dir)
-    return ImageDifferenceCaptioningPipeline(model=model, processor=processor, device=device)
 
 
 def generate_predictions(

@@ -13,27 +13,16 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def _load_pipeline(model_dir: str, device: str):
-    import torch
-
-    from modeling_onediff import ImageDifferenceCaptioningPipeline, OneDiffForConditionalGeneration, OneDiffProcessor
-
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise CliError(f"no OneDiff checkpoint at {model_dir} (config.json missing)")
-    model = OneDiffForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-    processor = OneDiffProcessor.from_pretrained(path)
-    return ImageDifferenceCaptioningPipeline(model=model, processor=processor, device=device)
-
-
 def caption(args: argparse.Namespace) -> int:
     if args.model is None:
         raise CliError("no embedded default model is installed yet; pass --model DIR (a OneDiff checkpoint folder)")
     for role, image in (("before", args.before), ("after", args.after)):
         if not Path(image).is_file():
             raise CliError(f"{role} image not found: {image}")
-    pipe = _load_pipeline(args.model, args.device)
+    from onediff_idc.captioner import load_captioner
+
     try:
+        pipe = load_captioner(args.model, args.device)
         result = pipe(
             {"before": args.before, "after": args.after},
             prompt=args.prompt,

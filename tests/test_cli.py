@@ -37,7 +37,7 @@ def test_caption_prints_the_pipeline_caption(checkpoint, capsys):
     [
         (["caption", "A", "B"], "pass --model"),
         (["caption", "missing.png", "B", "--model", "CKPT"], "before image not found"),
-        (["caption", "A", "B", "--model", "/nonexistent"], "no OneDiff checkpoint"),
+        (["caption", "A", "B", "--model", "/nonexistent"], "No OneDiff checkpoint"),
         (["caption", "A", "NOT_IMAGE", "--model", "CKPT"], "Could not read the after image"),
     ],
 )
