@@ -106,6 +106,19 @@ def setup_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_command(args: argparse.Namespace) -> int:
+    from onediff_idc.bench import markdown_table, run_bench
+
+    try:
+        report = run_bench(args.config, args.device, args.repeats, args.batch, args.threads)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(markdown_table(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs")
     e.add_argument("--device", default="cpu", help="torch device")
     e.set_defaults(func=evaluate_model)
+
+    bench = commands.add_parser("bench", help="speed, memory and MFU of OneDiff vs a LLaVA-style baseline")
+    bench.add_argument("--config", default="default", choices=["tiny", "default", "full"], help="architecture size")
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: bf16 on the GPU")
+    bench.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
+    bench.add_argument("--batch", type=int, default=16, help="batch size of the throughput measurement")
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    bench.add_argument("--out", default=None, help="JSON file for the full report")
+    bench.set_defaults(func=bench_command)
     return parser
 
 

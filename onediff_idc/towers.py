@@ -247,9 +247,11 @@ def convert_vision(progress: bool = True) -> Path:
         raise TowerError(f"DINOv2 conversion: missing {missing}, unexpected {unexpected}")
     model.save_pretrained(tmp)
     BitImageProcessorPil(
-        size={"height": 224, "width": 224}, do_center_crop=False, image_mean=[0.485, 0.456, 0.406],
+        size={"height": 224, "width": 224},
+        do_center_crop=False,
+        image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(tmp)  # fmt: skip
+    ).save_pretrained(tmp)
     difference = dinov2_parity(source, tmp)
     if difference > PARITY_TOLERANCE:
         raise TowerError(f"DINOv2 conversion differs from onnxruntime by {difference:.2e} (> {PARITY_TOLERANCE})")

@@ -34,27 +34,40 @@ def workspace(tmp_path_factory):
 
 def stage1_args(workspace: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--config", str(CONFIGS / "tiny_cpu" / "pretrain_coupled.yaml"),
-        "--model_name_or_path", str(workspace / "tiny-model"),
-        "--dataset_path", str(workspace / "data"),
-        "--output_dir", str(out),
-        "--per_device_train_batch_size", "2",
-        "--logging_steps", "1",
+        "--config",
+        str(CONFIGS / "tiny_cpu" / "pretrain_coupled.yaml"),
+        "--model_name_or_path",
+        str(workspace / "tiny-model"),
+        "--dataset_path",
+        str(workspace / "data"),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--logging_steps",
+        "1",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def sft_args(workspace: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--config", str(CONFIGS / "tiny_cpu" / "sft.yaml"),
-        "--model_name_or_path", str(workspace / "tiny-model"),
-        "--dataset_path", str(workspace / "data"),
-        "--output_dir", str(out),
-        "--per_device_train_batch_size", "2",
-        "--logging_steps", "1",
-        "--max_eval_samples", "4",
+        "--config",
+        str(CONFIGS / "tiny_cpu" / "sft.yaml"),
+        "--model_name_or_path",
+        str(workspace / "tiny-model"),
+        "--dataset_path",
+        str(workspace / "data"),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--logging_steps",
+        "1",
+        "--max_eval_samples",
+        "4",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def losses(log: Path) -> list[float]:
@@ -128,10 +141,14 @@ def test_sft_full_finetuning_with_eval_loss_and_resume(workspace, tmp_path):
     # the vision tower stays frozen unless asked; the language model trains
     base = load_file(workspace / "tiny-model" / "model.safetensors")
     tuned = load_file(final / "model.safetensors")
-    assert torch.equal(base["model.vision_tower.embeddings.patch_embedding.weight"],
-                       tuned["model.vision_tower.embeddings.patch_embedding.weight"])  # fmt: skip
-    assert not torch.equal(base["model.language_model.layers.0.mlp.up_proj.weight"],
-                           tuned["model.language_model.layers.0.mlp.up_proj.weight"])  # fmt: skip
+    assert torch.equal(
+        base["model.vision_tower.embeddings.patch_embedding.weight"],
+        tuned["model.vision_tower.embeddings.patch_embedding.weight"],
+    )
+    assert not torch.equal(
+        base["model.language_model.layers.0.mlp.up_proj.weight"],
+        tuned["model.language_model.layers.0.mlp.up_proj.weight"],
+    )
 
     sft.main(sft_args(workspace, out, *common, "--max_steps", "4", "--resume_from_checkpoint", "latest"))
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())

@@ -70,8 +70,10 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
         known = {f.name for cls in dataclass_types for f in fields(cls)} | {"env"}
         unknown = sorted(set(config) - known)
         if unknown:
-            hints = [f"{key} (did you mean {close[0]}?)" if (close := get_close_matches(key, known, 1)) else key
-                     for key in unknown]  # fmt: skip
+            hints = [
+                f"{key} (did you mean {close[0]}?)" if (close := get_close_matches(key, known, 1)) else key
+                for key in unknown
+            ]
             raise ValueError(f"Unknown key(s) in recipe {recipe}: {', '.join(hints)}")
     return TrlParser(dataclass_types).parse_args_and_config(argv)
 
