@@ -3,7 +3,8 @@
 For one architecture size (`--config default|tiny|full`) it builds, from random weights (speed does not depend on
 training), OneDiff at several image-token poolings and a LLaVA-style baseline from transformers' own
 `LlavaForConditionalGeneration` with the same vision tower and decoder, fed both images' tokens and no delta
-module. Each model is measured in its own worker process, so that its peak memory is its own:
+module. Each model is measured in its own worker process; peak memory is the resident set (CPU, sampled every 5 ms) or
+the allocator's peak (CUDA) above the level before the model was built:
 - generation: latency at batch 1 and throughput (pairs/s) at batch 16, with and without KV cache (the same number
   of new tokens every time), medians over `--repeats`;
 - a stage-2 training step (LoRA on the decoder, delta module and projectors trained): samples/s, FLOPs counted by
@@ -12,8 +13,9 @@ Ratios (OneDiff / LLaVA, cache / no cache) come from these medians. Output: JSON
 """
 
 import multiprocessing
-import resource
+import os
 import statistics
+import threading
 import time
 
 TEXT_TOKENS = 32  # prompt text around the placeholders
@@ -191,6 +193,38 @@ def matmul_peak(device: str, repeats: int = 5) -> float:
     return 2 * n**3 / seconds
 
 
+class _PeakRSS:
+    """Peak resident memory above the level at entry, sampled every 5 ms (ru_maxrss counts the imports too)."""
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def bytes(self) -> int:
+        return self.peak - self.start
+
+
 def _worker(spec: dict) -> dict:
     """Measures one variant (runs in its own process)."""
     import torch
@@ -200,7 +234,7 @@ def _worker(spec: dict) -> dict:
     device, repeats = spec["device"], spec["repeats"]
     torch.set_num_threads(spec["threads"]) if spec["threads"] else None
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    memory = _PeakRSS().__enter__()
     model, inputs, shape = _build(spec, device, dtype)
     result = {
         "label": spec["label"],
@@ -264,7 +298,8 @@ def _worker(spec: dict) -> dict:
     if device == "cuda":
         result["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     else:
-        result["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline_rss
+        memory.__exit__(None, None, None)
+        result["peak_memory_bytes"] = memory.bytes
     return result
 
 
@@ -304,7 +339,8 @@ def run_bench(
         result["kv_cache_speedup_b1"] = result["latency_b1_no_cache_s"] / result["latency_b1_cache_s"]
         result["kv_cache_speedup_throughput"] = result[throughput] / result[f"throughput_b{batch}_no_cache_pairs_per_s"]
         result["throughput_vs_llava"] = result[throughput] / llava[throughput]
-        result["peak_memory_vs_llava"] = result["peak_memory_bytes"] / llava["peak_memory_bytes"]
+        memory = llava["peak_memory_bytes"]
+        result["peak_memory_vs_llava"] = result["peak_memory_bytes"] / memory if memory else None
     return {
         "config": config,
         "device": device,
@@ -334,6 +370,6 @@ def markdown_table(report: dict) -> str:
             f"| {r['label']} | {tokens} | {r['latency_b1_cache_s']:.3f} | {throughput:.2f}"
             f" | {r['kv_cache_speedup_throughput']:.2f}x | {r['throughput_vs_llava']:.2f}x | "
             f"{r['train_samples_per_s']:.2f} | {100 * r['mfu']:.1f}% | {r['peak_memory_bytes'] / 2**20:.0f} | "
-            f"{r['peak_memory_vs_llava']:.2f}x |"
+            f"{r['peak_memory_vs_llava'] or float('nan'):.2f}x |"
         )
     return "\n".join(lines)
