@@ -110,7 +110,7 @@ def bench_command(args: argparse.Namespace) -> int:
     from onediff_idc.bench import markdown_table, run_bench
 
     try:
-        report = run_bench(args.config, args.device, args.repeats, args.batch, args.threads)
+        report = run_bench(args.config, args.device, args.repeats, args.batch, args.threads, args.no_cache_throughput)
     except ValueError as error:
         raise CliError(str(error)) from error
     print(markdown_table(report))
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
     bench.add_argument("--batch", type=int, default=16, help="batch size of the throughput measurement")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    bench.add_argument("--no-cache-throughput", action="store_true", help="also batch throughput without KV cache")
     bench.add_argument("--out", default=None, help="JSON file for the full report")
     bench.set_defaults(func=bench_command)
     return parser

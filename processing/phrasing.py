@@ -140,7 +140,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "the brightness was {inc_verb} {strength_adv}",
         "someone {bright_verb} the picture {strength_adv}",
         "{inc_imp} the brightness {strength_adv}",
-        "a {strength_adj} {bright_cmp} version of the photo",
+        "a {strength_cmp} {bright_cmp} version of the photo",
     ),
     "contrast": (
         "the contrast was {inc_verb} {strength_adv}",

@@ -9,7 +9,8 @@ from onediff_idc.cli import main
 
 def test_bench_tiny_writes_a_complete_report(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--config", "tiny", "--repeats", "1", "--batch", "2", "--out", str(out)]) == 0
+    argv = ["bench", "--config", "tiny", "--repeats", "1", "--batch", "2", "--no-cache-throughput", "--out", str(out)]
+    assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| llava baseline |" in table and "| onediff pool=2 |" in table
     report = json.loads(out.read_text())

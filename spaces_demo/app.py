@@ -1,0 +1,184 @@
+"""OneDiff image difference captioning: a Gradio app (a Hugging Face Space as is, or `onediff demo`).
+
+    python spaces_demo/app.py [--model DIR] [--port 7860]
+
+The model is a OneDiff checkpoint folder (or Hub repo id) loaded with `trust_remote_code`: `--model`, else
+`$ONEDIFF_MODEL`, else the embedded default model of an installed `onediff-idc`. The caption streams in as it is
+generated; "Where it looked" draws the Visual Delta Module's cross-attention over both images.
+"""
+
+import argparse
+import os
+import threading
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent / "examples" if (HERE.parent / "examples").is_dir() else HERE / "examples"
+MAX_SIDE = 1024  # larger uploads are downscaled before anything else
+MAX_PIXELS = 80_000_000  # larger uploads are refused outright
+FALLBACK_TASKS = {"difference": "Describe the difference between the two images."}
+
+
+def task_prompts() -> dict[str, str]:
+    try:
+        from onediff_idc.processing.prompts import TASK_PROMPTS
+
+        return {k: v for k, v in TASK_PROMPTS.items() if k not in ("caption", "caption_pair")}
+    except ImportError:  # on a Space without the package
+        return FALLBACK_TASKS
+
+
+def default_model_path() -> str:
+    if os.environ.get("ONEDIFF_MODEL"):
+        return os.environ["ONEDIFF_MODEL"]
+    try:
+        from onediff_idc.default_model import default_model_dir
+
+        return str(default_model_dir())
+    except (ImportError, AttributeError, RuntimeError) as error:
+        raise SystemExit(f"No model: pass --model DIR or set ONEDIFF_MODEL ({error})") from error
+
+
+def _prepare(image, role: str) -> Image.Image:
+    if image is None:
+        raise gr.Error(f"Upload the {role} image first.")
+    if not isinstance(image, Image.Image):
+        raise gr.Error(f"The {role} image could not be read as an image.")
+    if image.width * image.height > MAX_PIXELS:
+        raise gr.Error(f"The {role} image is {image.width}x{image.height}: too large (limit {MAX_PIXELS:,} pixels).")
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    return image
+
+
+def heatmap(image: Image.Image, attention: np.ndarray) -> Image.Image:
+    """The attention map, upsampled to the image and blended in red over a dimmed copy of it."""
+    weights = attention / (attention.max() + 1e-12)
+    mask = Image.fromarray((weights * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BICUBIC)
+    mask = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
+    base = np.asarray(image.convert("RGB"), dtype=np.float32) * 0.55
+    red = np.zeros_like(base)
+    red[..., 0] = 255.0
+    return Image.fromarray(np.clip(base * (1 - mask) + (0.45 * base + red * 0.8) * mask, 0, 255).astype(np.uint8))
+
+
+class Captioner:
+    """Model, processor and the streaming caption function; one generation at a time (the queue orders users)."""
+
+    def __init__(self, model_path: str):
+        self.model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=True).eval()
+        self.processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
+        self.tasks = task_prompts()
+
+    def inputs(self, before: Image.Image, after: Image.Image, prompt: str) -> dict:
+        content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]
+        text = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        return self.processor(images=[(before, after)], text=[text], return_tensors="pt")
+
+    def caption(self, before, after, task, custom_prompt, max_new_tokens, sample, temperature):
+        before, after = _prepare(before, "before"), _prepare(after, "after")
+        prompt = (custom_prompt or "").strip() or self.tasks.get(task) or next(iter(self.tasks.values()))
+        inputs = self.inputs(before, after, prompt)
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        settings = {"max_new_tokens": int(max_new_tokens), "do_sample": bool(sample), "streamer": streamer}
+        if sample:
+            settings["temperature"] = float(temperature)
+        errors = []
+
+        def generate():
+            try:
+                with torch.no_grad():
+                    self.model.generate(**inputs, **settings)
+            except Exception as error:  # reported in the page below
+                errors.append(error)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text.strip(), None, None
+        worker.join()
+        if errors:
+            raise gr.Error(f"Generation failed: {errors[0]}")
+        with torch.no_grad():
+            maps = self.model.get_delta_attention_maps(inputs["pixel_values"])
+        yield text.strip(), heatmap(before, maps.before[0].numpy()), heatmap(after, maps.after[0].numpy())
+
+
+def example_pairs() -> list[list[str]]:
+    if not EXAMPLES.is_dir():
+        return []
+    pairs = []
+    for before in sorted(EXAMPLES.glob("*_before.png")):
+        after = before.with_name(before.name.replace("_before", "_after"))
+        if after.is_file():
+            pairs.append([str(before), str(after)])
+    return pairs
+
+
+def build_demo(model_path: str) -> gr.Blocks:
+    captioner = Captioner(model_path)
+    tasks = list(captioner.tasks)
+    with gr.Blocks(title="OneDiff: what changed?") as demo:
+        gr.Markdown(
+            "# OneDiff: what changed between two images?\n"
+            "Upload a *before* and an *after* image. The caption streams in; *Where it looked* shows the Visual "
+            "Delta Module's attention on each image."
+        )
+        with gr.Row():
+            before = gr.Image(type="pil", label="Before", image_mode="RGB")
+            after = gr.Image(type="pil", label="After", image_mode="RGB")
+        comparison = gr.ImageSlider(label="Before / after", type="pil", interactive=False)
+        with gr.Row():
+            task = gr.Dropdown(tasks, value=tasks[0], label="Task")
+            custom_prompt = gr.Textbox(label="Or your own instruction", placeholder="e.g. Which object moved?")
+        with gr.Accordion("Generation settings", open=False):
+            max_new_tokens = gr.Slider(4, 128, value=48, step=1, label="Max new tokens")
+            sample = gr.Checkbox(value=False, label="Sample (instead of greedy)")
+            temperature = gr.Slider(0.1, 1.5, value=0.7, step=0.05, label="Temperature")
+        button = gr.Button("Describe difference", variant="primary")
+        caption = gr.Textbox(label="Difference caption", lines=3, interactive=False)
+        gr.Markdown("### Where it looked")
+        with gr.Row():
+            before_map = gr.Image(label="Attention on the before image", interactive=False, elem_id="before-map")
+            after_map = gr.Image(label="Attention on the after image", interactive=False, elem_id="after-map")
+
+        def show(a, b):
+            return (a, b) if a is not None and b is not None else None
+
+        before.change(show, [before, after], comparison, show_progress="hidden")
+        after.change(show, [before, after], comparison, show_progress="hidden")
+        button.click(
+            captioner.caption,
+            [before, after, task, custom_prompt, max_new_tokens, sample, temperature],
+            [caption, before_map, after_map],
+            api_name="caption",
+        )
+        examples = example_pairs()
+        if examples:
+            gr.Examples(examples, inputs=[before, after], label="Examples (one click)")
+    demo.queue(default_concurrency_limit=1, max_size=64)  # concurrent users wait their turn
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="OneDiff Gradio demo")
+    parser.add_argument("--model", default=None, help="OneDiff checkpoint folder or Hub repo id")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
+    args = parser.parse_args(argv)
+    build_demo(args.model or default_model_path()).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()
