@@ -316,6 +316,7 @@ def run_bench(
     repeats: int = 3,
     batch: int = 16,
     threads: int | None = None,
+    no_cache_throughput: bool = False,
     progress: bool = True,
 ) -> dict:
     import torch
