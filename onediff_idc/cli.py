@@ -119,6 +119,14 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_command(args: argparse.Namespace) -> int:
+    from onediff_idc.spaces_demo.app import main as demo_main
+
+    argv = ["--host", args.host, "--port", str(args.port)] + (["--model", args.model] if args.model else [])
+    demo_main(argv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs")
     e.add_argument("--device", default="cpu", help="torch device")
     e.set_defaults(func=evaluate_model)
+
+    d = commands.add_parser("demo", help="serve the Gradio demo (spaces_demo/app.py)")
+    d.add_argument("--model", default=None, help="OneDiff checkpoint folder (default: the embedded default model)")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=7860)
+    d.set_defaults(func=demo_command)
 
     bench = commands.add_parser("bench", help="speed, memory and MFU of OneDiff vs a LLaVA-style baseline")
     bench.add_argument("--config", default="default", choices=["tiny", "default", "full"], help="architecture size")

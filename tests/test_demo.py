@@ -1,0 +1,106 @@
+"""The Gradio demo against a live local server: gradio_client and a real browser (Debian's chromium)."""
+
+import os
+import shutil
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from gradio_client import Client, handle_file
+from transformers import pipeline
+
+from onediff_idc.spaces_demo.app import build_demo, task_prompts
+from tiny import random_image, save_tiny_model
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    checkpoint = save_tiny_model(root / "model")
+    for name, seed in (("before.png", 1), ("after.png", 2)):
+        random_image(seed, size=64).save(root / name)
+    (root / "notes.png").write_text("this is not an image")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    demo = build_demo(str(checkpoint))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", root
+    finally:
+        demo.close()
+
+
+def ask(client: Client, before, after, max_new_tokens: int = 6):
+    return client.predict(
+        handle_file(str(before)), handle_file(str(after)), "difference", "", max_new_tokens, False, 0.7,
+        api_name="/caption",
+    )  # fmt: skip
+
+
+def test_caption_equals_the_pipeline_and_heatmaps_are_drawn(server):
+    url, root = server
+    caption, before_map, after_map = ask(Client(url, verbose=False), root / "before.png", root / "after.png")
+    pipe = pipeline("image-difference-captioning", model=str(root / "model"), trust_remote_code=True)
+    expected = pipe(
+        {"before": str(root / "before.png"), "after": str(root / "after.png")},
+        prompt=task_prompts()["difference"],
+        max_new_tokens=6,
+    )
+    assert caption == expected["generated_text"] and caption
+    assert os.path.isfile(before_map) and os.path.isfile(after_map)
+
+
+def test_bad_upload_is_answered_and_the_server_stays_up(server):
+    url, root = server
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its AppError for the page's error
+        ask(client, root / "notes.png", root / "after.png")
+    caption, _, _ = ask(client, root / "before.png", root / "after.png")
+    assert isinstance(caption, str) and caption
+
+
+def test_twenty_concurrent_requests_are_all_answered(server):
+    url, root = server
+    clients = [Client(url, verbose=False) for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        futures = [pool.submit(ask, clients[i % 4], root / "before.png", root / "after.png", 4) for i in range(20)]
+        answers = [future.result(timeout=300) for future in futures]
+    assert len(answers) == 20 and len({a[0] for a in answers}) == 1  # greedy: the same caption for the same pair
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"), reason="chromium not installed")
+def test_real_browser_uploads_clicks_and_reads_the_caption(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, root = server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        page.goto(url)
+        page.locator("input[type=file]").nth(0).set_input_files(str(root / "before.png"))
+        page.locator("input[type=file]").nth(1).set_input_files(str(root / "after.png"))
+        page.get_by_role("button", name="Describe difference").click()
+        caption = page.get_by_label("Difference caption")
+        expect(caption).not_to_have_value("", timeout=60_000)
+        expect(page.locator("#before-map img")).to_be_visible(timeout=60_000)
+        expect(page.locator("#after-map img")).to_be_visible(timeout=60_000)
+        shot = tmp_path / "demo.png"
+        page.screenshot(path=str(shot), full_page=True)
+        text = caption.input_value()
+        browser.close()
+    assert text.strip() and shot.stat().st_size > 10_000
+    artifacts = os.environ.get("ONEDIFF_TEST_ARTIFACTS")
+    if artifacts:
+        shutil.copy(shot, artifacts)
