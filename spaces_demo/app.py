@@ -21,7 +21,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TextIterato
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples" if (HERE.parent / "examples").is_dir() else HERE / "examples"
 MAX_SIDE = 1024  # larger uploads are downscaled before anything else
-MAX_PIXELS = 80_000_000  # larger uploads are refused outright
+MAX_PIXELS = 50_000_000  # larger uploads are refused outright
 FALLBACK_TASKS = {"difference": "Describe the difference between the two images."}
 
 

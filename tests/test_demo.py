@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
 from transformers import pipeline
 
 from onediff_idc.spaces_demo.app import build_demo, task_prompts
@@ -28,6 +30,9 @@ def server(tmp_path_factory):
     for name, seed in (("before.png", 1), ("after.png", 2)):
         random_image(seed, size=64).save(root / name)
     (root / "notes.png").write_text("this is not an image")
+    random_image(3, size=64).save(root / "cut.png")
+    (root / "cut.png").write_bytes((root / "cut.png").read_bytes()[:300])
+    Image.new("RGB", (8000, 8000), (40, 90, 160)).save(root / "huge.png")  # 64 Mpixel, a few kB on disk
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     demo = build_demo(str(checkpoint))
     port = free_port()
@@ -58,11 +63,19 @@ def test_caption_equals_the_pipeline_and_heatmaps_are_drawn(server):
     assert os.path.isfile(before_map) and os.path.isfile(after_map)
 
 
-def test_bad_upload_is_answered_and_the_server_stays_up(server):
+@pytest.mark.parametrize("bad", ["notes.png", "cut.png", "huge.png", None])
+def test_bad_upload_is_answered_and_the_server_stays_up(server, bad):
     url, root = server
     client = Client(url, verbose=False)
-    with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its AppError for the page's error
-        ask(client, root / "notes.png", root / "after.png")
+    before = handle_file(str(root / bad)) if bad else None
+    with pytest.raises(AppError) as error:
+        client.predict(
+            before, handle_file(str(root / "after.png")), "difference", "", 6, False, 0.7, api_name="/caption"
+        )
+    if bad == "huge.png":
+        assert "too large" in str(error.value)
+    if bad is None:
+        assert "Upload the before image" in str(error.value)
     caption, _, _ = ask(client, root / "before.png", root / "after.png")
     assert isinstance(caption, str) and caption
 
