@@ -127,6 +127,71 @@ def demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _captions_file(path: str | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"captions file not found: {path}")
+    try:
+        captions = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise CliError(f"{path} is not JSON (expected {{image file name: caption}}): {error}") from error
+    if not isinstance(captions, dict):
+        raise CliError(f"{path} must map image file names to captions")
+    return captions
+
+
+def data_mine(args: argparse.Namespace) -> int:
+    from onediff_idc.processing.captioner import load_captioner
+    from onediff_idc.processing.mining import mine
+
+    captions = _captions_file(args.captions)
+    try:
+        captioner = load_captioner(args.captioner, args.captioner_model) if captions is not None else None
+        _, report = mine(
+            args.images,
+            args.out,
+            encoder=args.encoder,
+            low=args.low,
+            high=args.high,
+            neighbours=args.neighbours,
+            batch_size=args.batch_size,
+            captions=captions,
+            captioner=captioner,
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {args.out}: {report['pairs']['kept']} pairs from {report['images']} images")
+    for name, count in report["pairs"].items():
+        print(f"  {name}: {count}")
+    if report["unreadable"]:
+        print(f"  unreadable images: {len(report['unreadable'])} (listed in mining_report.json)")
+    return 0
+
+
+def data_edit(args: argparse.Namespace) -> int:
+    from onediff_idc.processing.captioner import load_captioner
+    from onediff_idc.processing.instructpix2pix import edit
+
+    try:
+        captioner = load_captioner(args.captioner, args.captioner_model)
+        _, report = edit(
+            args.images,
+            args.instructions,
+            args.model,
+            args.out,
+            captioner,
+            resolution=args.resolution,
+            steps=args.steps,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {args.out}: {report['edited']} edited pairs from {report['images']} images")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +232,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--images", default=None, help="image folder, if not where the layout puts it")
     c.add_argument("--skip-missing", action="store_true", help="skip (and count) pairs with missing images")
     c.set_defaults(func=data_convert)
+
+    m = data.add_parser("mine", help="mine alike-but-different pairs from a photo folder by embedding retrieval")
+    m.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    m.add_argument("--out", required=True, help="new folder for the DatasetDict")
+    m.add_argument("--encoder", default=None, help="local vision model folder (default: the default model's DINOv2)")
+    m.add_argument("--low", type=float, default=0.90, help="keep pairs with cosine similarity >= low ...")
+    m.add_argument("--high", type=float, default=0.995, help="... and < high (at or above: near duplicates)")
+    m.add_argument("--neighbours", type=int, default=5, help="nearest neighbours looked at per image")
+    m.add_argument("--batch-size", type=int, default=16, help="images embedded per batch")
+    m.add_argument("--captions", default=None, help="JSON {image file name: caption}; pairs are then captioned")
+    m.add_argument("--captioner", default="template", choices=["template", "llm"])
+    m.add_argument("--captioner-model", default=None, help="local causal LM folder for --captioner llm")
+    m.set_defaults(func=data_mine)
+
+    ed = data.add_parser("edit", help="InstructPix2Pix edits of a photo folder, captioned")
+    ed.add_argument("--images", required=True, help="folder of images to edit")
+    ed.add_argument("--instructions", required=True, help="text file, one edit instruction per line (or JSON list)")
+    ed.add_argument("--model", required=True, help="local diffusers InstructPix2Pix pipeline folder")
+    ed.add_argument("--out", required=True, help="new folder for the DatasetDict")
+    ed.add_argument("--resolution", type=int, default=512)
+    ed.add_argument("--steps", type=int, default=20, help="denoising steps")
+    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--captioner", default="template", choices=["template", "llm"])
+    ed.add_argument("--captioner-model", default=None, help="local causal LM folder for --captioner llm")
+    ed.set_defaults(func=data_edit)
 
     e = commands.add_parser("eval", help="caption a DiffCap split and score the captions")
     e.add_argument("--model", required=True, help="OneDiff checkpoint folder")

@@ -25,6 +25,8 @@ SOURCE_TASKS = {
     "spot-the-diff": "surveillance_change",
     "image-editing-request": "edit_request",
     "birds-to-words": "bird_difference",
+    "retrieval-mined": "difference",
+    "instructpix2pix": "difference",
 }
 
 

@@ -55,9 +55,11 @@ def make_row(
     references: list[str],
     change_type: str = "",
     change: dict | None = None,
+    allow_uncaptioned: bool = False,
 ) -> dict:
-    """A row of the schema; images are PIL images (stored as PNG) or `{"bytes", "path"}` dicts."""
-    if not references:
+    """A row of the schema; images are PIL images (stored as PNG) or `{"bytes", "path"}` dicts. Rows of mined
+    pairs awaiting a captioner may have no reference (`allow_uncaptioned`): their completion is empty."""
+    if not references and not allow_uncaptioned:
         raise ValueError(f"Row {id} has no reference caption")
     return {
         "id": id,
@@ -65,7 +67,7 @@ def make_row(
         "task": task,
         "images": [png_bytes(i) if isinstance(i, PILImage.Image) else i for i in images],
         "prompt": prompt_for(task),
-        "completion": references[0],
+        "completion": references[0] if references else "",
         "references": list(references),
         "change_type": change_type,
         "change": "" if change is None else json.dumps(change, sort_keys=True),
