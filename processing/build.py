@@ -37,6 +37,7 @@ class BuildSpec:
     eval_fraction: float = 0.1
     resolution: int = 224
     num_references: int = 3
+    eval_only: bool = False  # only validation and test: a held-out set drawn with a seed never used in training
 
     def __post_init__(self):
         for name in ("scene_pairs", "photo_pairs", "caption_samples"):
@@ -80,9 +81,12 @@ def _sample(args: tuple) -> dict:
 def build_dataset(spec: BuildSpec, num_proc: int = 1, progress: bool = True) -> DatasetDict:
     jobs = {split: [] for split in (*PAIR_SPLITS, "captions")}
     for split in PAIR_SPLITS:
+        if spec.eval_only and split == "train":
+            continue
         for source, train_size in (("scene-change", spec.scene_pairs), ("photo-edit", spec.photo_pairs)):
             jobs[split] += [(spec, split, source, i) for i in range(spec.split_size(split, train_size))]
-    jobs["captions"] = [(spec, "captions", "scene-caption", i) for i in range(spec.caption_samples)]
+    if not spec.eval_only:
+        jobs["captions"] = [(spec, "captions", "scene-caption", i) for i in range(spec.caption_samples)]
 
     total = sum(len(j) for j in jobs.values())
     bar = tqdm(total=total, desc="generating pairs", unit="sample", disable=not progress)

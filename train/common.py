@@ -1,5 +1,6 @@
 """What both training stages share: model loading, the batch collator and the final checkpoint."""
 
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from difflib import get_close_matches
@@ -36,6 +37,9 @@ class ModelArguments:
     model_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
 
     def __post_init__(self):
+        for name in ("model_name_or_path", "vision_model_name_or_path", "text_model_name_or_path"):
+            if getattr(self, name) is not None:
+                setattr(self, name, os.path.expanduser(os.path.expandvars(getattr(self, name))))
         towers = (self.vision_model_name_or_path, self.text_model_name_or_path)
         if (self.model_name_or_path is None) == (towers == (None, None)):
             raise ValueError(
