@@ -151,3 +151,15 @@ def test_no_change_accuracy():
     predictions = ["no change was made", "the scene remains the same", "the cube moved", "nothing has changed"]
     result = no_change_accuracy(predictions, [True, True, False, False])
     assert result == {"no_change_recall": 1.0, "change_recall": 0.5, "no_change_pairs": 2, "change_pairs": 2}
+
+
+def test_spice_without_its_models_is_skipped_with_a_clear_warning():
+    from onediff_idc.eval.coco import spice_available
+
+    if spice_available():
+        pytest.skip("SPICE models are installed here")
+    with pytest.warns(UserWarning, match="SPICE skipped"):
+        scores = coco_caption_scores(
+            ["a cube moved", "a ball"], [["a cube moved"], ["a ball"]], metrics=("bleu",), spice=True
+        )
+    assert "spice" not in scores and "bleu_4" in scores

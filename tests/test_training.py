@@ -32,42 +32,27 @@ def workspace(tmp_path_factory):
     return root
 
 
+def recipe_args(recipe: str, workspace: Path, out: Path, *extra: str) -> list[str]:
+    """The tiny CPU recipe of a stage, pointed at the test's model, data and output folder."""
+    overrides = {
+        "config": CONFIGS / "tiny_cpu" / f"{recipe}.yaml",
+        "model_name_or_path": workspace / "tiny-model",
+        "dataset_path": workspace / "data",
+        "output_dir": out,
+        "per_device_train_batch_size": 2,
+        "logging_steps": 1,
+    }
+    if recipe == "sft":
+        overrides["max_eval_samples"] = 4
+    return [item for key, value in overrides.items() for item in (f"--{key}", str(value))] + list(extra)
+
+
 def stage1_args(workspace: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--config",
-        str(CONFIGS / "tiny_cpu" / "pretrain_coupled.yaml"),
-        "--model_name_or_path",
-        str(workspace / "tiny-model"),
-        "--dataset_path",
-        str(workspace / "data"),
-        "--output_dir",
-        str(out),
-        "--per_device_train_batch_size",
-        "2",
-        "--logging_steps",
-        "1",
-        *extra,
-    ]
+    return recipe_args("pretrain_coupled", workspace, out, *extra)
 
 
 def sft_args(workspace: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--config",
-        str(CONFIGS / "tiny_cpu" / "sft.yaml"),
-        "--model_name_or_path",
-        str(workspace / "tiny-model"),
-        "--dataset_path",
-        str(workspace / "data"),
-        "--output_dir",
-        str(out),
-        "--per_device_train_batch_size",
-        "2",
-        "--logging_steps",
-        "1",
-        "--max_eval_samples",
-        "4",
-        *extra,
-    ]
+    return recipe_args("sft", workspace, out, *extra)
 
 
 def losses(log: Path) -> list[float]:
