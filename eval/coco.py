@@ -95,9 +95,9 @@ class _TimedMeteor:
 
 def spice_available() -> bool:
     """SPICE needs Stanford CoreNLP 3.6.0 models, which pycocoevalcap downloads on first use (impossible offline)."""
-    import pycocoevalcap
+    from pycocoevalcap.spice import spice  # pycocoevalcap itself is a namespace package (no __file__)
 
-    lib = Path(pycocoevalcap.__file__).parent / "spice" / "lib"
+    lib = Path(spice.__file__).parent / "lib"
     return (lib / "stanford-corenlp-3.6.0.jar").is_file() and (lib / "stanford-corenlp-3.6.0-models.jar").is_file()
 
 

@@ -195,7 +195,7 @@ def test_every_recipe_and_launch_config_is_valid():
         "sft": [ModelArguments, sft.OneDiffSFTArguments, SFTConfig],
     }
     recipes = sorted(CONFIGS.glob("*/pretrain_coupled.yaml")) + sorted(CONFIGS.glob("*/sft.yaml"))
-    assert {p.parent.name for p in recipes} == {"tiny_cpu", "onediff_7b"}
+    assert {p.parent.name for p in recipes} == {"tiny_cpu", "default", "onediff_7b"}
     for recipe in recipes:
         keys = set(yaml.safe_load(recipe.read_text()))
         known = {f for cls in fields[recipe.stem] for f in cls.__dataclass_fields__}
