@@ -83,8 +83,8 @@ def test_bad_upload_is_answered_and_the_server_stays_up(server, bad):
 def test_twenty_concurrent_requests_are_all_answered(server):
     url, root = server
 
-    def user(_):  # each user has their own client, as separate browsers would
-        return ask(Client(url, verbose=False), root / "before.png", root / "after.png", 4)
+    def user(_):  # each user has their own client, as separate browsers would; the heatmap files stay on the server
+        return ask(Client(url, verbose=False, download_files=False), root / "before.png", root / "after.png", 4)
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         answers = [future.result(timeout=300) for future in [pool.submit(user, i) for i in range(20)]]
