@@ -6,6 +6,7 @@ starts from BERT-base; only cross-attention and the projectors start new). Train
 starts from it; the trained weights that ship with the repository are applied on top to give the default model.
 """
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -34,34 +35,34 @@ def base_dir() -> Path:
     return towers.cache_dir() / "default-base"
 
 
+def _base_source_sha256(config: dict) -> str:
+    """What the base is built from: the pinned files and the configuration (known without building anything)."""
+    source = "|".join(p.sha256 for p in towers.PINNED) + repr(sorted(config.items()))
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
 def assemble_base(out: Path | None = None, progress: bool = True, **config_overrides) -> Path:
     """Assembles (or finds, if already complete) the untrained default checkpoint from the converted towers."""
-    vision_dir = towers.convert_vision(progress)
-    text_dir = towers.convert_text(progress)
-    minilm_dir = towers.delta_init_folder(progress)
     config = {**BASE_CONFIG, **config_overrides}
-    out = Path(out) if out is not None else base_dir()
-    source = "|".join(p.sha256 for p in towers.PINNED) + repr(sorted(config.items()))
-    import hashlib
 
-    source_hash = hashlib.sha256(source.encode()).hexdigest()
-    if towers._is_complete(out, source_hash):
-        return out
-    tmp = towers._rebuild(out)
-    torch.manual_seed(0)  # the new parts (cross-attention, projectors, queries) start from a fixed draw
-    model = OneDiffForConditionalGeneration.from_vision_text_pretrained(vision_dir, text_dir, **config)
-    blocks = towers.minilm_block_weights(minilm_dir, model.config.delta_num_hidden_layers)
-    missing, unexpected = model.model.delta_module.load_state_dict(blocks, strict=False)
-    if unexpected:
-        raise towers.TowerError(f"MiniLM weights that fit no delta-module parameter: {unexpected}")
-    processor = OneDiffProcessor.from_vision_text_pretrained(vision_dir, text_dir, model.config)
-    processor.image_processor.size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    new = sorted({name.split(".")[2] if name.startswith("blocks.") else name.split(".")[0] for name in missing})
-    towers._seal(tmp, source_hash, {"delta_parameters_not_from_minilm": new})
-    tmp.rename(out)
-    return out
+    def build(tmp: Path) -> dict:
+        vision_dir = towers.convert_vision(progress)
+        text_dir = towers.convert_text(progress)
+        minilm_dir = towers.delta_init_folder(progress)
+        torch.manual_seed(0)  # the new parts (cross-attention, projectors, queries) start from a fixed draw
+        model = OneDiffForConditionalGeneration.from_vision_text_pretrained(vision_dir, text_dir, **config)
+        blocks = towers.minilm_block_weights(minilm_dir, model.config.delta_num_hidden_layers)
+        missing, unexpected = model.model.delta_module.load_state_dict(blocks, strict=False)
+        if unexpected:
+            raise towers.TowerError(f"MiniLM weights that fit no delta-module parameter: {unexpected}")
+        processor = OneDiffProcessor.from_vision_text_pretrained(vision_dir, text_dir, model.config)
+        processor.image_processor.size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        new = sorted({name.split(".")[2] if name.startswith("blocks.") else name.split(".")[0] for name in missing})
+        return {"delta_parameters_not_from_minilm": new}
+
+    return towers.cached_build(Path(out) if out is not None else base_dir(), _base_source_sha256(config), build)
 
 
 def setup(install: bool = True, progress: bool = True) -> Path:
@@ -112,35 +113,27 @@ def export_trained(sft_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
 
 def default_model_dir(progress: bool = True) -> Path:
     """The default model as an ordinary checkpoint folder in the cache, assembled on first use from the base
-    (`onediff setup`) and the shipped trained weights."""
-    import hashlib
-    import json
-
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
+    (`onediff setup`) and the shipped trained weights; later calls only verify the cached folder."""
     if not all((WEIGHTS_DIR / name).is_file() for name in SHIPPED):
         raise RuntimeError("this version ships no trained default weights; pass --model DIR (a OneDiff checkpoint)")
-    base = assemble_base(progress=progress)
-    digest = hashlib.sha256()
-    for name in SHIPPED:
-        digest.update(towers.sha256(WEIGHTS_DIR / name).encode())
-    digest.update(json.loads((base / "onediff_manifest.json").read_text())["source_sha256"].encode())
-    out = towers.cache_dir() / "default"
-    if towers._is_complete(out, digest.hexdigest()):
-        return out
-    tmp = towers._rebuild(out)
-    model = OneDiffForConditionalGeneration.from_pretrained(base)
-    rows = load_file(WEIGHTS_DIR / "new_token_embeddings.safetensors")["new_rows"]
-    with torch.no_grad():
-        model.get_input_embeddings().weight[-rows.shape[0] :] = rows.to(model.dtype)
-    model = PeftModel.from_pretrained(model, WEIGHTS_DIR).merge_and_unload()
-    model.save_pretrained(tmp)
-    processor_dir = WEIGHTS_DIR / "processor"
-    OneDiffProcessor.from_pretrained(processor_dir if processor_dir.is_dir() else base).save_pretrained(tmp)
-    towers._seal(tmp, digest.hexdigest())
-    tmp.rename(out)
-    return out
+    digest = hashlib.sha256(_base_source_sha256(BASE_CONFIG).encode())
+    for path in sorted(p for p in WEIGHTS_DIR.rglob("*") if p.is_file()):  # weights and processor files
+        digest.update(f"{path.relative_to(WEIGHTS_DIR)}:{towers.sha256(path)}".encode())
+
+    def build(tmp: Path) -> None:
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        base = assemble_base(progress=progress)
+        model = OneDiffForConditionalGeneration.from_pretrained(base)
+        rows = load_file(WEIGHTS_DIR / "new_token_embeddings.safetensors")["new_rows"]
+        with torch.no_grad():
+            model.get_input_embeddings().weight[-rows.shape[0] :] = rows.to(model.dtype)
+        PeftModel.from_pretrained(model, WEIGHTS_DIR).merge_and_unload().save_pretrained(tmp)
+        processor_dir = WEIGHTS_DIR / "processor"
+        OneDiffProcessor.from_pretrained(processor_dir if processor_dir.is_dir() else base).save_pretrained(tmp)
+
+    return towers.cached_build(towers.cache_dir() / "default", digest.hexdigest(), build)
 
 
 def main(argv: list[str] | None = None) -> None:

