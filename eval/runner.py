@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from onediff_idc.captioner import load_captioner
+from onediff_idc.checkpoints import load_pipeline
 from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
 
 from .change_accuracy import change_accuracy, no_change_accuracy
@@ -133,7 +133,7 @@ def run_eval(
     dataset = load_diffcap(data, splits=(split,))[split]
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
-    captioner = load_captioner(model, device)
+    captioner = load_pipeline(model, device)
     start = time.perf_counter()
     predictions = generate_predictions(captioner, dataset, batch_size, max_new_tokens, progress)
     generation_seconds = time.perf_counter() - start

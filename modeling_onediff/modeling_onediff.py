@@ -650,7 +650,7 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         from .processing_onediff import OneDiffProcessor  # ships processing_onediff.py with checkpoints too
 
         load_kwargs = {"dtype": dtype} if dtype is not None else {}
-        vision_model = _load_vision_tower(vision_model_name_or_path, **load_kwargs)
+        vision_model = load_vision_tower(vision_model_name_or_path, **load_kwargs)
         causal_lm = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **load_kwargs)
         text_config = causal_lm.config
 
@@ -685,7 +685,7 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         return model
 
 
-def _load_vision_tower(name_or_path: str | Path, **load_kwargs) -> PreTrainedModel:
+def load_vision_tower(name_or_path: str | Path, **load_kwargs) -> PreTrainedModel:
     """Loads a vision-only model; from a dual encoder (CLIP, SigLIP ...) keeps its vision half."""
     model = AutoModel.from_pretrained(name_or_path, **load_kwargs)
     if getattr(model.config, "vision_config", None) is None:

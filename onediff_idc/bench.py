@@ -297,11 +297,8 @@ def _worker(spec: dict) -> dict:
         "train_step_flops": flops,
         "train_flops_per_s": flops / seconds,
     }
-    if device == "cuda":
-        result["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
-    else:
-        memory.__exit__(None, None, None)
-        result["peak_memory_bytes"] = memory.bytes
+    memory.__exit__(None, None, None)  # stops the sampling thread on every device
+    result["peak_memory_bytes"] = torch.cuda.max_memory_allocated() if device == "cuda" else memory.bytes
     return result
 
 

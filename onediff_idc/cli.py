@@ -25,10 +25,10 @@ def caption(args: argparse.Namespace) -> int:
     for role, image in (("before", args.before), ("after", args.after)):
         if not Path(image).is_file():
             raise CliError(f"{role} image not found: {image}")
-    from onediff_idc.captioner import load_captioner
+    from onediff_idc.checkpoints import load_pipeline
 
     try:
-        pipe = load_captioner(args.model, args.device)
+        pipe = load_pipeline(args.model, args.device)
         result = pipe(
             {"before": args.before, "after": args.after},
             prompt=args.prompt,

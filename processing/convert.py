@@ -21,11 +21,10 @@ from collections import Counter
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_from_disk
-from PIL import Image
 from tqdm.auto import tqdm
 
 from .prompts import SOURCE_TASKS
-from .schema import FEATURES, NO_CHANGE, make_row, save_diffcap
+from .schema import FEATURES, NO_CHANGE, make_row, open_image, save_diffcap
 
 BENCHMARKS = ("clevr-change", "spot-the-diff", "image-editing-request", "birds-to-words")
 CLEVR_TYPES = {"color": "color", "material": "texture", "add": "add", "drop": "drop", "move": "move"}
@@ -48,12 +47,8 @@ def _read_json(path: Path):
 def _image_problem(path: Path | None) -> str | None:
     if path is None or not path.is_file():
         return "missing"
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as error:  # PIL raises many types for corrupt files
-        return f"unreadable ({type(error).__name__}: {error})"
-    return None
+    image = open_image(path)
+    return f"unreadable ({image})" if isinstance(image, str) else None
 
 
 class _ImageFolder:

@@ -14,9 +14,9 @@ from datasets import Dataset, DatasetDict
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .mining import _open, list_images
+from .mining import list_images
 from .prompts import SOURCE_TASKS
-from .schema import FEATURES, make_row, save_diffcap
+from .schema import FEATURES, make_row, open_image, save_diffcap
 
 SOURCE = "instructpix2pix"
 
@@ -77,7 +77,7 @@ def edit(
     rng = np.random.default_rng(seed)
     rows, unreadable, uncaptioned = [], {}, 0
     for index, path in enumerate(tqdm(files, desc="editing", unit="image", disable=not progress)):
-        before = _open(path)
+        before = open_image(path)
         if isinstance(before, str):
             unreadable[str(path)] = before
             continue

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .prompts import SOURCE_TASKS
-from .schema import FEATURES, make_row, save_diffcap
+from .schema import FEATURES, make_row, open_image, save_diffcap
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SOURCE = "retrieval-mined"
@@ -40,14 +40,14 @@ class Encoder:
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         import torch
-        from transformers import AutoImageProcessor, AutoModel
+        from transformers import AutoImageProcessor
+
+        from modeling_onediff.modeling_onediff import load_vision_tower
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"No vision encoder at {path} (config.json missing)")
-        model = AutoModel.from_pretrained(path)
-        self.model = (getattr(model, "vision_model", None) if hasattr(model.config, "vision_config") else None) or model
-        self.model = self.model.to(device).eval()
+        self.model = load_vision_tower(path).to(device).eval()  # a dual encoder's (CLIP, SigLIP) vision half
         self.processor = AutoImageProcessor.from_pretrained(path)
         self.device, self.torch = device, torch
 
@@ -56,15 +56,6 @@ class Encoder:
             pixels = self.processor(images, return_tensors="pt")["pixel_values"].to(self.device)
             hidden = self.model(pixel_values=pixels).last_hidden_state.mean(dim=1)
             return self.torch.nn.functional.normalize(hidden, dim=-1).float().cpu().numpy()
-
-
-def _open(path: Path) -> Image.Image | str:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except Exception as error:  # corrupt, truncated or not an image
-        return f"{type(error).__name__}: {error}"
 
 
 def embed_folder(files: list[Path], encoder: Encoder, state: Path, batch_size: int, progress: bool):
@@ -81,7 +72,7 @@ def embed_folder(files: list[Path], encoder: Encoder, state: Path, batch_size: i
     bar = tqdm(total=len(files), initial=len(files) - len(todo), desc="embedding", unit="image", disable=not progress)
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        opened = [(f, _open(f)) for f in batch]
+        opened = [(f, open_image(f)) for f in batch]
         readable = [(f, image) for f, image in opened if isinstance(image, Image.Image)]
         errors = {str(f): image for f, image in opened if isinstance(image, str)}
         vectors = encoder([image for _, image in readable]) if readable else np.zeros((0, 1), np.float32)

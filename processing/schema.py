@@ -41,6 +41,17 @@ PAIR_SPLITS = ("train", "validation", "test")
 NO_CHANGE = "no_change"
 
 
+def open_image(path: Path) -> PILImage.Image | str:
+    """The decoded RGB image, or why it cannot be read (corrupt, truncated, not an image): callers count and list
+    unreadable files instead of failing on them."""
+    try:
+        with PILImage.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except Exception as error:  # PIL raises many exception types for bad files
+        return f"{type(error).__name__}: {error}"
+
+
 def png_bytes(image: PILImage.Image) -> dict:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 
-def load_captioner(model_dir: str | Path, device: str = "cpu"):
+def load_pipeline(model_dir: str | Path, device: str = "cpu"):
     import torch
 
     from modeling_onediff import ImageDifferenceCaptioningPipeline, OneDiffForConditionalGeneration, OneDiffProcessor
