@@ -217,3 +217,9 @@ def test_sft_loss_falls_when_overfitting_a_fixed_batch(workspace, tmp_path):
     state = json.loads((out / "checkpoint-25" / "trainer_state.json").read_text())
     history = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert sum(history[-3:]) / 3 < 0.5 * history[0], history
+
+
+def test_stage1_refuses_a_split_of_pairs(workspace, tmp_path):
+    with pytest.raises(ValueError, match="single-image caption samples"):
+        pretrain_coupled.main(stage1_args(workspace, tmp_path / "run", "--dataset_split", "train"))
+    assert not (tmp_path / "run").exists()

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from datasets import Image, List
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> Path:
     captions = load_diffcap(args.dataset_path, splits=(args.dataset_split,))[args.dataset_split]
     if args.max_train_samples is not None:
         captions = captions.select(range(min(args.max_train_samples, len(captions))))
-    undecoded = captions.select_columns("images").cast_column("images", List(Image(decode=False)))
-    if any(len(images) != 1 for images in undecoded["images"]):
+    image_counts = pyarrow.compute.list_value_length(captions.with_format("arrow")["images"])  # no image decoded
+    if not pyarrow.compute.all(pyarrow.compute.equal(image_counts, 1)).as_py():
         raise ValueError(f"Split {args.dataset_split!r} must hold single-image caption samples")
     resume_from = _resolve_resume(args)
 
@@ -154,7 +154,6 @@ def main(argv: list[str] | None = None) -> Path:
     model.requires_grad_(False)
     for part in TRAINED_PARTS:
         getattr(model.model, part).requires_grad_(True)
-    model.model.freeze_unused_vision_parameters()
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     micro_batches_per_epoch = math.ceil(
