@@ -69,6 +69,9 @@ class OneDiffConfig(PreTrainedConfig):
             MLP width of the delta blocks. Defaults to 4x `delta_hidden_size`.
         cross_attention_frequency (`int`, *optional*, defaults to 2):
             Block `i` cross-attends to the image features when `i % cross_attention_frequency == 0` (BLIP-2's rule).
+        use_delta_module (`bool`, *optional*, defaults to `True`):
+            `False` builds the "no delta module" ablation: no delta module, projector or delta tokens, the language
+            model sees only both images' tokens (LLaVA-style).
         delta_use_difference (`bool`, *optional*, defaults to `True`):
             Adds the explicit difference features B-A to the delta module's context, beside A and B.
         delta_hidden_act (`str`, *optional*, defaults to `"gelu"`):
@@ -118,6 +121,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_num_attention_heads: int | None = None
     delta_intermediate_size: int | None = None
     cross_attention_frequency: int = 2
+    use_delta_module: bool = True
     delta_use_difference: bool = True
     delta_hidden_act: str = "gelu"
     delta_layer_norm_eps: float = 1e-6
@@ -172,6 +176,8 @@ class OneDiffConfig(PreTrainedConfig):
                 f"`delta_hidden_size` ({self.delta_hidden_size}) must be divisible by "
                 f"`delta_num_attention_heads` ({self.delta_num_attention_heads})"
             )
+        if not isinstance(self.use_delta_module, bool):
+            raise ValueError(f"`use_delta_module` must be a bool, got {self.use_delta_module!r}")
         if not isinstance(self.delta_use_difference, bool):
             raise ValueError(f"`delta_use_difference` must be a bool, got {self.delta_use_difference!r}")
         if not 0.0 <= self.delta_attention_dropout < 1.0:

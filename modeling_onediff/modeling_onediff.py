@@ -345,9 +345,11 @@ class OneDiffModel(OneDiffPreTrainedModel):
     def __init__(self, config: OneDiffConfig):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
-        self.delta_module = OneDiffVisualDeltaModule(config)
         self.image_projector = OneDiffMultiModalProjector(config.vision_config.hidden_size, config)
-        self.delta_projector = OneDiffMultiModalProjector(config.delta_hidden_size, config)
+        self.delta_module = self.delta_projector = None  # use_delta_module=False: the image-tokens-only ablation
+        if config.use_delta_module:
+            self.delta_module = OneDiffVisualDeltaModule(config)
+            self.delta_projector = OneDiffMultiModalProjector(config.delta_hidden_size, config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.freeze_unused_vision_parameters()
         self.post_init()
@@ -361,7 +363,8 @@ class OneDiffModel(OneDiffPreTrainedModel):
     def freeze_unused_vision_parameters(self) -> None:
         """Freezes the vision layers after the deepest one OneDiff reads, and the tower's output norms and heads."""
         config = self.config
-        deepest = max([config.resolved_vision_feature_layer, *config.resolved_delta_feature_layers])
+        delta_layers = config.resolved_delta_feature_layers if config.use_delta_module else []
+        deepest = max([config.resolved_vision_feature_layer, *delta_layers])
         num_layers = config.vision_config.num_hidden_layers
         layer_lists = [
             (name, module)
@@ -423,20 +426,19 @@ class OneDiffModel(OneDiffPreTrainedModel):
             image_features = grid.flatten(2).transpose(1, 2)  # (2B, N', Dv)
         image_embeds = self.image_projector(image_features).unflatten(0, (batch_size, 2)).flatten(1, 2)
 
-        delta_layers = [patches(layer) for layer in self.config.resolved_delta_feature_layers]
-        delta_outputs = self.delta_module(
-            [features[:, 0] for features in delta_layers],
-            [features[:, 1] for features in delta_layers],
-            output_attentions=output_attentions,
-        )
-        return OneDiffVisualOutput(
-            last_hidden_state=vision_outputs.last_hidden_state,
-            pooler_output=image_embeds,
-            delta_hidden_states=self.delta_projector(delta_outputs.last_hidden_state),
-            difference_features=delta_outputs.difference_features,
-            delta_cross_attentions=delta_outputs.cross_attentions,
-            patch_grid=torch.tensor([grid_height, grid_width]),
-        )
+        visual = OneDiffVisualOutput(last_hidden_state=vision_outputs.last_hidden_state, pooler_output=image_embeds)
+        if self.delta_module is not None:
+            delta_layers = [patches(layer) for layer in self.config.resolved_delta_feature_layers]
+            delta_outputs = self.delta_module(
+                [features[:, 0] for features in delta_layers],
+                [features[:, 1] for features in delta_layers],
+                output_attentions=output_attentions,
+            )
+            visual.delta_hidden_states = self.delta_projector(delta_outputs.last_hidden_state)
+            visual.difference_features = delta_outputs.difference_features
+            visual.delta_cross_attentions = delta_outputs.cross_attentions
+        visual.patch_grid = torch.tensor([grid_height, grid_width])
+        return visual
 
     def _placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, token_id: int | None, name: str
@@ -491,9 +493,10 @@ class OneDiffModel(OneDiffPreTrainedModel):
             inputs_embeds = self._scatter_features(
                 input_ids, inputs_embeds, image_embeds, self.config.image_token_id, "image"
             )
-            inputs_embeds = self._scatter_features(
-                input_ids, inputs_embeds, delta_embeds, self.config.delta_token_id, "delta"
-            )
+            if delta_embeds is not None:
+                inputs_embeds = self._scatter_features(
+                    input_ids, inputs_embeds, delta_embeds, self.config.delta_token_id, "delta"
+                )
         elif input_ids is not None:
             placeholder_ids = [i for i in (self.config.image_token_id, self.config.delta_token_id) if i is not None]
             if placeholder_ids and torch.isin(input_ids, torch.tensor(placeholder_ids, device=input_ids.device)).any():
@@ -553,6 +556,8 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, num_channels, height, width)`)
         """
+        if self.model.delta_module is None:
+            raise ValueError("This model has no delta module (`use_delta_module=False`), hence no attention maps")
         visual = self.model.get_image_features(pixel_values, output_attentions=True, return_dict=True)
         grid_height, grid_width = (int(x) for x in visual.patch_grid)
         module = self.model.delta_module
@@ -668,6 +673,8 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         model.model.language_model = causal_lm.get_decoder()
         model.lm_head = causal_lm.get_output_embeddings()
         for new_part in (model.model.delta_module, model.model.image_projector, model.model.delta_projector):
+            if new_part is None:
+                continue
             new_part.to_empty(device=vision_model.device)
             for module in new_part.modules():
                 model._init_weights(module)

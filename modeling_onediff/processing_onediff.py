@@ -70,9 +70,10 @@ class OneDiffProcessor(ProcessorMixin):
     ):
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"`patch_size` must be the vision tower's patch size (a positive int), got {patch_size!r}")
-        for name, value in (("image_token_pooling", image_token_pooling), ("num_delta_tokens", num_delta_tokens)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if not isinstance(image_token_pooling, int) or image_token_pooling < 1:
+            raise ValueError(f"`image_token_pooling` must be a positive integer, got {image_token_pooling!r}")
+        if not isinstance(num_delta_tokens, int) or num_delta_tokens < 0:  # 0: a model without delta module
+            raise ValueError(f"`num_delta_tokens` must be a non-negative integer, got {num_delta_tokens!r}")
         self.patch_size = patch_size
         self.image_token_pooling = image_token_pooling
         self.num_delta_tokens = num_delta_tokens
@@ -117,7 +118,7 @@ class OneDiffProcessor(ProcessorMixin):
         if config is not None:
             kwargs.setdefault("patch_size", config.vision_config.patch_size)
             kwargs.setdefault("image_token_pooling", config.image_token_pooling)
-            kwargs.setdefault("num_delta_tokens", config.num_delta_queries)
+            kwargs.setdefault("num_delta_tokens", config.num_delta_queries if config.use_delta_module else 0)
         else:
             vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
             vision_config = getattr(vision_config, "vision_config", None) or vision_config

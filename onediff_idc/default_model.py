@@ -18,7 +18,7 @@ from . import towers
 # Measured choices are argued in MODEL_CARD.md; these are the assembly defaults.
 BASE_CONFIG = {
     "vision_feature_layer": -2,
-    "image_token_pooling": 2,  # 16x16 DINOv2 patches at 224 px -> 8x8 image tokens per image
+    "image_token_pooling": 4,  # 16x16 DINOv2 patches at 224 px -> 4x4 image tokens per image
     "delta_feature_layers": [4, 8, 12],
     "num_delta_queries": 16,
     "delta_hidden_size": 384,  # MiniLM-L6's width, and DINOv2-S's

@@ -298,3 +298,30 @@ def test_dinov2_tower_with_cls_token_and_interpolated_positions():
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
     maps = model.get_delta_attention_maps(batch["pixel_values"])
     assert maps.before.shape == (1, 4, 4)
+
+
+def test_model_without_delta_module_sees_only_image_tokens(tmp_path):
+    """`use_delta_module=False` is the LLaVA-style ablation: no delta parameters, no delta tokens, still trains,
+    generates and round-trips."""
+    model, processor = tiny_model_and_processor(use_delta_module=False)
+    assert model.model.delta_module is None and model.model.delta_projector is None
+    assert not any("delta" in name for name in model.state_dict())
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+    assert not (batch["input_ids"] == processor.delta_token_id).any()
+    model.train()
+    outputs = model(**batch, labels=batch["input_ids"])
+    outputs.loss.backward()
+    assert model.model.image_projector.linear_1.weight.grad is not None
+    assert outputs.delta_hidden_states is None
+    model.eval()
+    generated = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded = OneDiffForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert reloaded.config.use_delta_module is False and reloaded.model.delta_module is None
+    assert torch.equal(reloaded.generate(**batch, max_new_tokens=5, do_sample=False), generated)
+    with pytest.raises(ValueError, match="no delta module"):
+        model.get_delta_attention_maps(batch["pixel_values"])
+    # the images still matter: another after image changes the logits
+    other = processor(images=pairs(offset=10), text=PROMPTS, padding=True, return_tensors="pt")
+    assert not torch.allclose(model(**batch).logits[:, -1], model(**other).logits[:, -1])

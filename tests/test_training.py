@@ -16,7 +16,7 @@ from transformers import pipeline
 
 from modeling_onediff import OneDiffForConditionalGeneration
 from onediff_idc.processing.build import BuildSpec, build
-from onediff_idc.train import pretrain_coupled, sft
+from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
 from tiny import random_image, save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,3 +223,45 @@ def test_stage1_refuses_a_split_of_pairs(workspace, tmp_path):
     with pytest.raises(ValueError, match="single-image caption samples"):
         pretrain_coupled.main(stage1_args(workspace, tmp_path / "run", "--dataset_split", "train"))
     assert not (tmp_path / "run").exists()
+
+
+def test_delta_supervision_caches_features_learns_and_resumes_exactly(workspace, tmp_path):
+    model = save_tiny_model(tmp_path / "model", num_delta_queries=12)  # one query per change field
+
+    def run(out: Path, *extra: str) -> Path:
+        args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", out]
+        args += ["--feature_cache_dir", tmp_path / "features", "--per_device_train_batch_size", "4"]
+        args += ["--learning_rate", "3e-3", "--logging_steps", "1", *extra]
+        return pretrain_delta.main([str(a) for a in args])
+
+    straight = run(tmp_path / "straight", "--num_train_epochs", "8")
+    cached = tmp_path / "features" / "train.npy"
+    cached_at = cached.stat().st_mtime_ns
+    report = json.loads((tmp_path / "straight" / "report.json").read_text())
+    assert {"type", "color", "shape", "direction"} <= set(report["vocab"])
+    assert len(report["epochs"]) == 8 and set(report["difference_norms"]) >= {"no_change", "blur"}
+    train_losses = losses(tmp_path / "straight" / "log.jsonl")
+    assert sum(train_losses[-3:]) < 0.7 * sum(train_losses[:3])
+
+    # interrupted after 3 of 8 epochs, resumed: exactly the straight run (features reused, not rebuilt)
+    run(tmp_path / "resumed", "--num_train_epochs", "8", "--stop_after_epochs", "3")
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["epoch"] == 3
+    assert not (tmp_path / "resumed" / "final").exists()
+    resumed = run(tmp_path / "resumed", "--num_train_epochs", "8", "--resume", "true")
+    assert cached.stat().st_mtime_ns == cached_at
+    first, second = (load_file(p / "model.safetensors") for p in (straight, resumed))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert losses(tmp_path / "resumed" / "log.jsonl") == train_losses
+    # only the delta module learned
+    untouched = load_file(model / "model.safetensors")
+    changed = {k.split(".")[1] for k in first if not torch.equal(first[k], untouched[k])}
+    assert changed == {"delta_module"}
+
+
+def test_delta_supervision_needs_ground_truth_changes(workspace, tmp_path):
+    model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
+    args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]
+    with pytest.raises(ValueError, match="ground-truth `change`"):
+        pretrain_delta.main([str(a) for a in [*args, "--dataset_train_split", "captions"]])
+    with pytest.raises(ValueError, match="change fields need as many delta queries"):
+        pretrain_delta.main([str(a) for a in [*args[:1], save_tiny_model(tmp_path / "small"), *args[2:]]])

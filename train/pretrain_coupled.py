@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> Path:
     model, processor = load_model_and_processor(model_args)
     model.requires_grad_(False)
     for part in TRAINED_PARTS:
-        getattr(model.model, part).requires_grad_(True)
+        if getattr(model.model, part) is not None:  # no delta module in the image-tokens-only ablation
+            getattr(model.model, part).requires_grad_(True)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     micro_batches_per_epoch = math.ceil(

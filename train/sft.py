@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> Path:
             lora_alpha=args.lora_alpha,
             lora_dropout=args.lora_dropout,
             target_modules=args.lora_target_modules,
-            modules_to_save=NEW_PARTS,
+            modules_to_save=[part for part in NEW_PARTS if getattr(model.model, part) is not None],
         )
     elif not args.train_vision_tower:
         model.model.vision_tower.requires_grad_(False)

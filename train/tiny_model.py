@@ -132,7 +132,7 @@ def tiny_processor(config: OneDiffConfig, pair: str = "clip-llama", tokenizer=No
         tokenizer=tokenizer or tiny_tokenizer(),
         patch_size=config.vision_config.patch_size,
         image_token_pooling=config.image_token_pooling,
-        num_delta_tokens=config.num_delta_queries,
+        num_delta_tokens=config.num_delta_queries if config.use_delta_module else 0,
     )
 
 
