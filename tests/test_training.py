@@ -265,3 +265,22 @@ def test_delta_supervision_needs_ground_truth_changes(workspace, tmp_path):
         pretrain_delta.main([str(a) for a in [*args, "--dataset_train_split", "captions"]])
     with pytest.raises(ValueError, match="change fields need as many delta queries"):
         pretrain_delta.main([str(a) for a in [*args[:1], save_tiny_model(tmp_path / "small"), *args[2:]]])
+
+
+def test_generic_prompt_mix_replaces_a_seeded_share_of_prompts_only(workspace):
+    from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
+    from onediff_idc.train.common import load_pairs
+
+    pairs = load_pairs(str(workspace / "data"), "train")
+    assert DEFAULT_PROMPT not in pairs["prompt"]
+    mixed = sft.mix_in_generic_prompt(pairs, 0.5, seed=0)
+    assert sorted(mixed.column_names) == sorted(pairs.column_names)
+    changed = [new != old for new, old in zip(mixed["prompt"], pairs["prompt"])]
+    assert 0 < sum(changed) < len(pairs) and all(p == DEFAULT_PROMPT for p, c in zip(mixed["prompt"], changed) if c)
+    assert (
+        mixed["completion"] == pairs["completion"]
+        and mixed["prompt"] == sft.mix_in_generic_prompt(pairs, 0.5, 0)["prompt"]
+    )
+    assert sft.mix_in_generic_prompt(pairs, 0.0, seed=0) is pairs
+    with pytest.raises(ValueError, match="generic_prompt_fraction"):
+        sft.main(sft_args(workspace, workspace / "unused", "--generic_prompt_fraction", "1.5"))

@@ -15,10 +15,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from peft import LoraConfig
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
+from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
 from onediff_idc.train.common import (
     ModelArguments,
     OneDiffCollator,
@@ -46,10 +48,27 @@ class OneDiffSFTArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     lora_target_modules: str = field(default=DECODER_LINEAR_LAYERS, metadata={"help": "regex of LoRA'd modules"})
     train_vision_tower: bool = field(default=False, metadata={"help": "also fine-tune the vision tower (full FT)"})
+    generic_prompt_fraction: float = field(
+        default=0.0,
+        metadata={"help": "share of training rows whose task prompt becomes the pipeline's default prompt"},
+    )
 
     def __post_init__(self):
         if self.dataset_path is None:
             raise ValueError("`dataset_path` is required (a DiffCap dataset folder)")
+        if not 0.0 <= self.generic_prompt_fraction <= 1.0:
+            raise ValueError(f"`generic_prompt_fraction` must be in [0, 1], got {self.generic_prompt_fraction!r}")
+
+
+def mix_in_generic_prompt(dataset, fraction: float, seed: int):
+    """Gives a seeded `fraction` of the rows the pipeline's default prompt instead of their task prompt, so a model
+    tuned on task prompts also answers `pipeline(...)` / `onediff caption` called without one. Only the prompt
+    column is replaced (no image is copied)."""
+    if fraction == 0.0:
+        return dataset
+    chosen = np.random.default_rng(seed).random(len(dataset)) < fraction
+    prompts = [DEFAULT_PROMPT if pick else prompt for pick, prompt in zip(chosen, dataset["prompt"])]
+    return dataset.remove_columns("prompt").add_column("prompt", prompts)
 
 
 def parse(argv: list[str] | None) -> tuple[ModelArguments, OneDiffSFTArguments, SFTConfig]:
@@ -60,6 +79,7 @@ def main(argv: list[str] | None = None) -> Path:
     model_args, args, config = parse(argv)
     # data problems surface before any model is loaded
     train = load_pairs(args.dataset_path, args.dataset_train_split, args.max_train_samples)
+    train = mix_in_generic_prompt(train, args.generic_prompt_fraction, config.seed)
     evaluation = None
     if args.dataset_eval_split:
         evaluation = load_pairs(args.dataset_path, args.dataset_eval_split, args.max_eval_samples)
