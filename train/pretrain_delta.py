@@ -73,12 +73,17 @@ def change_labels(changes: list[str]) -> tuple[dict[str, list[str]], np.ndarray]
     vocab = {
         name: sorted({str(c[name]) for c in parsed if name in c}) for name in sorted({k for c in parsed for k in c})
     }
-    labels = np.full((len(parsed), len(vocab)), -100, dtype=np.int64)
-    for row, change in enumerate(parsed):
+    return vocab, label_matrix(parsed, vocab)
+
+
+def label_matrix(changes: list[dict], vocab: dict[str, list[str]]) -> np.ndarray:
+    """Class indices `(pairs, fields)` in `vocab`, -100 where a pair lacks a field."""
+    labels = np.full((len(changes), len(vocab)), -100, dtype=np.int64)
+    for row, change in enumerate(changes):
         for column, (name, values) in enumerate(vocab.items()):
             if name in change:
                 labels[row, column] = values.index(str(change[name]))
-    return vocab, labels
+    return labels
 
 
 class ChangeHeads(nn.Module):
@@ -103,7 +108,7 @@ def cache_features(model, processor, dataset, path: Path, batch_size: int) -> np
     vision = model.model.vision_tower
     digest = hashlib.sha256()
     for tensor in vision.state_dict().values():
-        digest.update(tensor.float().numpy().tobytes()[:4096])
+        digest.update(tensor.flatten()[:1024].float().numpy().tobytes())  # the first 4 KB, without copying all
     digest.update(json.dumps([layers, dataset._fingerprint, len(dataset)]).encode())
     fingerprint = digest.hexdigest()
     meta = path.with_suffix(".json")
@@ -212,12 +217,7 @@ def main(argv: list[str] | None = None) -> Path:
         eval_split = data[args.dataset_eval_split]
         known = [all(str(v) in vocab.get(k, ()) for k, v in json.loads(c).items()) for c in eval_split["change"]]
         eval_split = eval_split.select([i for i, ok in enumerate(known) if ok])  # values never seen in training
-        eval_labels = np.stack(
-            [
-                [vocab[name].index(str(c[name])) if name in c else -100 for name in vocab]
-                for c in map(json.loads, eval_split["change"])
-            ]
-        )
+        eval_labels = label_matrix([json.loads(c) for c in eval_split["change"]], vocab)
         eval_features = cache_features(
             model, processor, eval_split, cache_dir / f"{args.dataset_eval_split}.npy", args.feature_batch_size
         )
