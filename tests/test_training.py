@@ -141,6 +141,33 @@ def test_sft_full_finetuning_with_eval_loss_and_resume(workspace, tmp_path):
     assert steps == [1, 2, 3, 4] and state["global_step"] == 4
 
 
+def test_sft_with_a_frozen_language_model_trains_only_the_new_parts(workspace, tmp_path):
+    final = sft.main(
+        sft_args(
+            workspace,
+            tmp_path / "align",
+            "--use_peft",
+            "false",
+            "--freeze_language_model",
+            "true",
+            "--max_steps",
+            "2",
+            "--eval_strategy",
+            "no",
+            "--save_steps",
+            "2",
+        )
+    )
+    base = load_file(workspace / "tiny-model" / "model.safetensors")
+    tuned = load_file(final / "model.safetensors")
+    assert base.keys() == tuned.keys()
+    for name in base:
+        new_part = name.startswith(tuple(f"model.{part}." for part in sft.NEW_PARTS))
+        assert torch.equal(base[name], tuned[name]) != new_part, name
+    with pytest.raises(ValueError, match="contradict"):
+        sft.main(sft_args(workspace, tmp_path / "bad", "--use_peft", "true", "--freeze_language_model", "true"))
+
+
 def test_sft_lora_adapter_reloads_onto_the_base_and_generates(workspace, tmp_path):
     out = tmp_path / "lora"
     final = sft.main(sft_args(workspace, out, "--max_steps", "3", "--eval_strategy", "no", "--save_steps", "3"))

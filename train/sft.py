@@ -48,6 +48,10 @@ class OneDiffSFTArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     lora_target_modules: str = field(default=DECODER_LINEAR_LAYERS, metadata={"help": "regex of LoRA'd modules"})
     train_vision_tower: bool = field(default=False, metadata={"help": "also fine-tune the vision tower (full FT)"})
+    freeze_language_model: bool = field(
+        default=False,
+        metadata={"help": "train only the delta module and projectors (LLaVA-style alignment before LoRA/full SFT)"},
+    )
     generic_prompt_fraction: float = field(
         default=0.0,
         metadata={"help": "share of training rows whose task prompt becomes the pipeline's default prompt"},
@@ -58,6 +62,8 @@ class OneDiffSFTArguments:
             raise ValueError("`dataset_path` is required (a DiffCap dataset folder)")
         if not 0.0 <= self.generic_prompt_fraction <= 1.0:
             raise ValueError(f"`generic_prompt_fraction` must be in [0, 1], got {self.generic_prompt_fraction!r}")
+        if self.freeze_language_model and self.use_peft:
+            raise ValueError("`freeze_language_model` and `use_peft` contradict each other: LoRA trains the LM")
 
 
 def mix_in_generic_prompt(dataset, fraction: float, seed: int):
@@ -104,6 +110,14 @@ def main(argv: list[str] | None = None) -> Path:
             target_modules=args.lora_target_modules,
             modules_to_save=[part for part in NEW_PARTS if getattr(model.model, part) is not None],
         )
+    elif args.freeze_language_model:
+        # a frozen LM cannot learn the captions' prior on its own: lowering the loss needs the visual tokens
+        model.requires_grad_(False)
+        for part in NEW_PARTS:
+            if getattr(model.model, part) is not None:
+                getattr(model.model, part).requires_grad_(True)
+        if args.train_vision_tower:
+            model.model.vision_tower.requires_grad_(True)
     elif not args.train_vision_tower:
         model.model.vision_tower.requires_grad_(False)
     model.model.freeze_unused_vision_parameters()
