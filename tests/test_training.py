@@ -14,7 +14,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import pipeline
 
-from modeling_onediff import OneDiffForConditionalGeneration
+from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from onediff_idc.processing.build import BuildSpec, build
 from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
 from tiny import random_image, save_tiny_model
@@ -283,6 +283,30 @@ def test_delta_supervision_caches_features_learns_and_resumes_exactly(workspace,
     untouched = load_file(model / "model.safetensors")
     changed = {k.split(".")[1] for k in first if not torch.equal(first[k], untouched[k])}
     assert changed == {"delta_module"}
+
+
+def test_word_targets_pull_delta_tokens_onto_value_embeddings(workspace, tmp_path):
+    model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
+    args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]
+    args += ["--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--num_train_epochs", "6"]
+    final = pretrain_delta.main([str(a) for a in [*args, "--word_targets", "true"]])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert all("exact" in epoch["words"] and "type" in epoch["words"]["fields"] for epoch in report["epochs"])
+    untouched, trained = load_file(model / "model.safetensors"), load_file(final / "model.safetensors")
+    changed = {k.split(".")[1] for k in trained if not torch.equal(trained[k], untouched[k])}
+    assert changed == {"delta_module", "delta_projector"}
+
+    # the targets themselves: a token equal to a value's embedding costs nothing and is read back as that value
+    vocab = {"type": ["color", "color_cast", "none"], "size": ["large", "small"]}
+    tokenizer = OneDiffProcessor.from_pretrained(model).tokenizer
+    embeddings = torch.randn(len(tokenizer), 8)
+    words = pretrain_delta.WordTargets(vocab, embeddings, tokenizer)
+    labels = torch.tensor([[1, 0], [2, 1], [0, -100]])
+    tokens = torch.stack([torch.stack([words.tables[0][t], words.tables[1][max(s, 0)]]) for t, s in labels.tolist()])
+    assert words.loss(tokens, labels).item() == pytest.approx(0.0, abs=1e-6)
+    assert words.predict(tokens)[:, 0].tolist() == [1, 2, 0]
+    assert words.loss(tokens + 0.5, labels).item() > 0
+    assert not torch.equal(words.tables[0][0], words.tables[0][1])  # "color" and "color cast" differ
 
 
 def test_delta_supervision_needs_ground_truth_changes(workspace, tmp_path):

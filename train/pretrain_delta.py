@@ -11,9 +11,11 @@ images (0% change accuracy). Here a step costs no language model at all.
 
 The vision tower is frozen, so the patch features the delta module reads (`delta_feature_layers`) are computed once
 and cached on disk (float16, memory-mapped) and every epoch after the first only runs the delta module. The heads
-are thrown away; the output is an ordinary OneDiff checkpoint whose delta module changed. `report.json` holds the
-validation accuracy per field and per change type, and how far each vision layer's features move under each kind of
-change (`difference_norms`: does a blur or a flip survive in what the delta module sees?).
+are thrown away; the output is an ordinary OneDiff checkpoint whose delta module changed. With `word_targets`, the
+delta projector learns too: delta token k is pulled onto the language model's input embedding of field k's value,
+so stage 2 starts with the change spelled out in words the language model already reads (`WordTargets`).
+`report.json` holds the validation accuracy per field and per change type, and how far each vision layer's features
+move under each kind of change (`difference_norms`: does a blur or a flip survive in what the delta module sees?).
 """
 
 import hashlib
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -54,6 +57,13 @@ class DeltaTrainingArguments:
     )
     logging_steps: int = field(default=20, metadata={"help": "log the mean loss every N steps"})
     seed: int = field(default=0, metadata={"help": "seed of the heads' initialisation and the shuffling"})
+    word_targets: bool = field(
+        default=False,
+        metadata={
+            "help": "also train the delta projector so that delta token k lands on the language model's input "
+            "embedding of field k's value (a word the language model can copy into the caption)"
+        },
+    )
     resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint.pt (saved per epoch)"})
     stop_after_epochs: int | None = field(
         default=None, metadata={"help": "stop (after checkpointing) at this epoch, e.g. to split a run into sessions"}
@@ -98,6 +108,44 @@ class ChangeHeads(nn.Module):
 
     def forward(self, queries: torch.Tensor) -> list[torch.Tensor]:
         return [classifier(queries[:, k]) for k, classifier in enumerate(self.classifiers)]
+
+
+class WordTargets:
+    """The language model's input embedding of every change field's values, as targets for the delta tokens.
+
+    Delta token k (the delta projector's output for query k) is pulled towards the embedding of field k's true value
+    (the mean over the value's word pieces, e.g. " color cast"), so the language model finds the change spelled out
+    in words it already knows and only has to phrase it: copying from the context is what a pretrained LM does well.
+    """
+
+    def __init__(self, vocab: dict[str, list[str]], embeddings: torch.Tensor, tokenizer):
+        self.tables = []
+        for values in vocab.values():
+            rows = []
+            for value in values:
+                ids = tokenizer(" " + value.replace("_", " "), add_special_tokens=False)["input_ids"]
+                rows.append(embeddings[ids].float().mean(0))
+            self.tables.append(torch.stack(rows).detach())
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Squared distance to the true value's embedding, relative to that embedding's squared norm."""
+        losses = []
+        for k, table in enumerate(self.tables):
+            present = labels[:, k] != -100
+            if present.any():
+                target = table[labels[present, k]]
+                losses.append(((tokens[present, k] - target).pow(2).sum(-1) / target.pow(2).sum(-1)).mean())
+        return sum(losses)
+
+    def predict(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per field, the value whose embedding is nearest (cosine) to delta token k: `(batch, fields)`."""
+        return torch.stack(
+            [
+                F.normalize(tokens[:, k], dim=-1).matmul(F.normalize(table, dim=-1).T).argmax(-1)
+                for k, table in enumerate(self.tables)
+            ],
+            dim=1,
+        )
 
 
 def cache_features(model, processor, dataset, path: Path, batch_size: int) -> np.ndarray:
@@ -153,20 +201,30 @@ def delta_queries(model, features: np.ndarray, indices: np.ndarray) -> torch.Ten
     return model.model.delta_module(before, after).last_hidden_state
 
 
-def evaluate_heads(model, heads, features, labels, change_types, batch_size: int) -> dict:
+def evaluate_heads(model, heads, features, labels, change_types, batch_size: int, words=None) -> dict:
+    """Validation scores of the heads' predictions; with `words`, also of the delta tokens' nearest value words."""
     model.eval()
-    predictions = []
+    predictions, word_predictions = [], []
     with torch.no_grad():
         for start in range(0, len(labels), batch_size):
             indices = np.arange(start, min(start + batch_size, len(labels)))
-            logits = heads(delta_queries(model, features, indices))
+            queries = delta_queries(model, features, indices)
+            logits = heads(queries)
             predictions.append(torch.stack([lg.argmax(-1) for lg in logits], dim=1).numpy())
+            if words is not None:
+                word_predictions.append(words.predict(model.model.delta_projector(queries)).numpy())
     model.train()
-    predictions = np.concatenate(predictions)
+    report = score_fields(np.concatenate(predictions), labels, change_types, heads.fields)
+    if words is not None:
+        report["words"] = score_fields(np.concatenate(word_predictions), labels, change_types, heads.fields)
+    return report
+
+
+def score_fields(predictions: np.ndarray, labels: np.ndarray, change_types: list[str], fields: list[str]) -> dict:
     present = labels != -100
     right = (predictions == labels) | ~present
     report = {"exact": float(right.all(1).mean()), "pairs": len(labels), "fields": {}, "by_change_type": {}}
-    for k, name in enumerate(heads.fields):
+    for k, name in enumerate(fields):
         if present[:, k].any():
             report["fields"][name] = float(right[present[:, k], k].mean())
     for change_type in sorted(set(change_types)):
@@ -207,6 +265,10 @@ def main(argv: list[str] | None = None) -> Path:
     model.model.delta_module.requires_grad_(True)
     delta = model.model.delta_module
     heads = ChangeHeads(vocab, model.config.delta_hidden_size, model.config.num_delta_queries)
+    words = None
+    if args.word_targets:
+        words = WordTargets(vocab, model.get_input_embeddings().weight, processor.tokenizer)
+        model.model.delta_projector.requires_grad_(True)
     cache_dir = Path(args.feature_cache_dir) if args.feature_cache_dir else output_dir / "features"
     features = cache_features(
         model, processor, train, cache_dir / f"{args.dataset_train_split}.npy", args.feature_batch_size
@@ -223,7 +285,7 @@ def main(argv: list[str] | None = None) -> Path:
         )
         evaluation = (eval_features, eval_labels, eval_split["change_type"])
 
-    trainable = [*delta.parameters(), *heads.parameters()]
+    trainable = [p for p in model.parameters() if p.requires_grad] + [*heads.parameters()]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train) / args.per_device_train_batch_size)
     total_steps = steps_per_epoch * args.num_train_epochs
@@ -237,6 +299,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.resume:
         state = torch.load(checkpoint_path, weights_only=False)
         delta.load_state_dict(state["delta_module"])
+        model.model.delta_projector.load_state_dict(state["delta_projector"])
         heads.load_state_dict(state["heads"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -255,9 +318,12 @@ def main(argv: list[str] | None = None) -> Path:
         window, window_start = [], time.perf_counter()
         for step in range(steps_per_epoch):
             indices = order[step * args.per_device_train_batch_size : (step + 1) * args.per_device_train_batch_size]
-            logits = heads(delta_queries(model, features, indices))
+            queries = delta_queries(model, features, indices)
             targets = label_tensor[indices]
+            logits = heads(queries)
             loss = sum(loss_fn(lg, targets[:, k]) for k, lg in enumerate(logits) if (targets[:, k] != -100).any())
+            if words is not None:
+                loss = loss + words.loss(model.model.delta_projector(queries), targets)
             loss.backward()
             if args.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
@@ -280,11 +346,14 @@ def main(argv: list[str] | None = None) -> Path:
                     handle.write(json.dumps(record) + "\n")
                 window, window_start = [], time.perf_counter()
         if evaluation is not None:
-            scores = evaluate_heads(model, heads, *evaluation, args.per_device_train_batch_size)
+            scores = evaluate_heads(model, heads, *evaluation, args.per_device_train_batch_size, words)
             report["epochs"].append({"epoch": epoch + 1, **scores})
             bar.write(f"epoch {epoch + 1}: validation exact {scores['exact']:.3f} fields {scores['fields']}")
+            if words is not None:
+                bar.write(f"  delta tokens' nearest value words: exact {scores['words']['exact']:.3f}")
         state = {
             "delta_module": delta.state_dict(),
+            "delta_projector": model.model.delta_projector.state_dict(),
             "heads": heads.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
