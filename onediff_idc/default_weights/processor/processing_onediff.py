@@ -1,0 +1,265 @@
+"""OneDiff processor: an existing transformers image processor and a tokenizer, for image pairs.
+
+`OneDiffProcessor(images=[(before, after), ...], text=[...])` resizes both images of every pair with the wrapped
+image processor into `pixel_values` of shape `(batch_size, 2, channels, height, width)` and expands each prompt's
+`<image>` placeholders to one token per image feature and its `<delta>` placeholder to one token per delta query.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_utils import is_valid_image
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
+from transformers.tokenization_utils_base import AddedToken
+
+# ChatML-style template (SmolLM2, Qwen2 ...). Image items render as "Before: <image>\n" and "After: <image>\n" and the
+# delta placeholder follows the second image: the same block the processor prepends to plain prompts.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- set ns = namespace(images=0) -%}"
+    "{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}"
+    "{{- ('Before: ' if ns.images == 1 else 'After: ') + '<image>\\n' -}}"
+    "{%- if ns.images == 2 -%}{{- 'Changes: <delta>\\n' -}}{%- endif -%}"
+    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+class OneDiffProcessorKwargs(ProcessingKwargs, total=False):
+    _defaults = {"text_kwargs": {"padding": False}, "images_kwargs": {}}
+
+
+class OneDiffProcessor(ProcessorMixin):
+    r"""
+    Processor for OneDiff: wraps an image processor (e.g. `CLIPImageProcessorPil`, `SiglipImageProcessorPil`) and a
+    tokenizer.
+
+    Args:
+        image_processor: any transformers image processor that outputs a fixed size.
+        tokenizer: the language model's tokenizer, holding the placeholder tokens (see `prepare_tokenizer`).
+        patch_size (`int`): patch size of the vision tower.
+        image_token_pooling (`int`, defaults to 1): the model's `image_token_pooling`.
+        num_delta_tokens (`int`, defaults to 32): the model's `num_delta_queries`.
+        image_token (`str`, defaults to `"<image>"`), delta_token (`str`, defaults to `"<delta>"`): placeholders.
+        chat_template (`str`, *optional*): defaults to a ChatML template that renders image items.
+    """
+
+    image_token = "<image>"
+    delta_token = "<delta>"
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        patch_size: int | None = None,
+        image_token_pooling: int = 1,
+        num_delta_tokens: int = 32,
+        image_token: str = "<image>",
+        delta_token: str = "<delta>",
+        chat_template: str | None = None,
+        **kwargs,
+    ):
+        if not isinstance(patch_size, int) or patch_size < 1:
+            raise ValueError(f"`patch_size` must be the vision tower's patch size (a positive int), got {patch_size!r}")
+        if not isinstance(image_token_pooling, int) or image_token_pooling < 1:
+            raise ValueError(f"`image_token_pooling` must be a positive integer, got {image_token_pooling!r}")
+        if not isinstance(num_delta_tokens, int) or num_delta_tokens < 0:  # 0: a model without delta module
+            raise ValueError(f"`num_delta_tokens` must be a non-negative integer, got {num_delta_tokens!r}")
+        self.patch_size = patch_size
+        self.image_token_pooling = image_token_pooling
+        self.num_delta_tokens = num_delta_tokens
+        self.image_token = image_token
+        self.delta_token = delta_token
+        if tokenizer is not None:
+            for token in (image_token, delta_token):
+                if token not in tokenizer.get_vocab():
+                    raise ValueError(
+                        f"The tokenizer has no {token!r} token; call OneDiffProcessor.prepare_tokenizer(tokenizer) "
+                        "and resize the model's embeddings to len(tokenizer)"
+                    )
+            self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+            self.delta_token_id = tokenizer.convert_tokens_to_ids(delta_token)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
+
+    @property
+    def image_block(self) -> str:
+        """What precedes a prompt that names no placeholder (the chat template renders the same block)."""
+        return f"Before: {self.image_token}\nAfter: {self.image_token}\nChanges: {self.delta_token}\n"
+
+    @classmethod
+    def prepare_tokenizer(cls, tokenizer, image_token: str = "<image>", delta_token: str = "<delta>"):
+        """Adds the placeholder tokens as special tokens (if missing) and a pad token (the EOS) if there is none."""
+        missing = [t for t in (image_token, delta_token) if t not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls, vision_model_name_or_path: str | Path, text_model_name_or_path: str | Path, config=None, **kwargs
+    ) -> "OneDiffProcessor":
+        """
+        Builds the processor from the towers' folders: the vision folder's image processor, the text folder's
+        tokenizer (placeholders added). `config` (a `OneDiffConfig`) supplies patch size, pooling and delta count.
+        """
+        image_processor = AutoImageProcessor.from_pretrained(vision_model_name_or_path)
+        tokenizer = cls.prepare_tokenizer(AutoTokenizer.from_pretrained(text_model_name_or_path))
+        if config is not None:
+            kwargs.setdefault("patch_size", config.vision_config.patch_size)
+            kwargs.setdefault("image_token_pooling", config.image_token_pooling)
+            kwargs.setdefault("num_delta_tokens", config.num_delta_queries if config.use_delta_module else 0)
+        else:
+            vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
+            vision_config = getattr(vision_config, "vision_config", None) or vision_config
+            kwargs.setdefault("patch_size", vision_config.patch_size)
+        processor = cls(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+        if config is not None and (config.image_token_id, config.delta_token_id) != (
+            processor.image_token_id,
+            processor.delta_token_id,
+        ):
+            raise ValueError(
+                f"Placeholder ids differ between the config ({config.image_token_id}, {config.delta_token_id}) and "
+                f"the tokenizer ({processor.image_token_id}, {processor.delta_token_id})"
+            )
+        return processor
+
+    def num_image_tokens(self, height: int, width: int) -> int:
+        """Image tokens per image for processed images of this size (patch grid after pooling)."""
+        pool = self.image_token_pooling
+        return -(-(height // self.patch_size) // pool) * -(-(width // self.patch_size) // pool)
+
+    def __call__(self, images=None, text=None, **kwargs: Unpack[OneDiffProcessorKwargs]) -> BatchFeature:
+        """
+        Args:
+            images: a list of `(before, after)` pairs (PIL images, numpy arrays or tensors), or a single pair.
+            text: one prompt per pair (a string for a single pair). A prompt holds two `<image>` and one `<delta>`
+                placeholder, or none, in which case `image_block` is prepended. Without images, plain text is
+                tokenized (as TRL's collator does for completions).
+            kwargs: tokenizer arguments (`padding`, `padding_side`, `truncation`, `max_length`, `add_special_tokens`,
+                `return_tensors` ...) and image processor arguments.
+
+        Returns:
+            `BatchFeature` with `input_ids`, `attention_mask` and (with images) `pixel_values` of shape
+            `(batch_size, 2, channels, height, width)`.
+        """
+        if images is None and text is None:
+            raise ValueError("OneDiffProcessor needs `images` (pairs), `text`, or both")
+        output_kwargs = self._merge_kwargs(
+            OneDiffProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        return_tensors = output_kwargs["text_kwargs"].pop("return_tensors", None)
+        output_kwargs["images_kwargs"].pop("return_tensors", None)
+
+        pairs = None if images is None else self._validate_pairs(images)
+        if text is None:
+            texts = [""] * len(pairs)
+        else:
+            texts = [text] if isinstance(text, str) else list(text)
+            for i, prompt in enumerate(texts):
+                if not isinstance(prompt, str):
+                    raise ValueError(f"`text` must hold strings; item {i} is a {type(prompt).__name__}")
+                if not prompt.strip():
+                    raise ValueError(f"Prompt {i} is empty; give an instruction such as 'What changed?'")
+
+        data = {}
+        if pairs is None:
+            for i, prompt in enumerate(texts):
+                if self.image_token in prompt or self.delta_token in prompt:
+                    raise ValueError(f"Prompt {i} holds {self.image_token}/{self.delta_token} but no images were given")
+            expanded = texts
+        else:
+            if len(pairs) != len(texts):
+                raise ValueError(f"Got {len(pairs)} image pairs but {len(texts)} prompts; give one prompt per pair")
+            pixel_values = self._process_images(pairs, output_kwargs["images_kwargs"])
+            num_image_tokens = self.num_image_tokens(*pixel_values.shape[-2:])
+            expanded = [self._expand_placeholders(i, prompt, num_image_tokens) for i, prompt in enumerate(texts)]
+            data["pixel_values"] = pixel_values
+
+        try:
+            text_inputs = self.tokenizer(expanded, **output_kwargs["text_kwargs"])
+        finally:
+            # A fast tokenizer keeps the last call's truncation/padding in its backend, and save_pretrained writes it
+            # into tokenizer.json: a processor saved after one truncating call would truncate every later prompt.
+            backend = getattr(self.tokenizer, "_tokenizer", None)
+            if backend is not None:
+                backend.no_truncation()
+                backend.no_padding()
+        if pairs is not None:
+            self._check_placeholders_survived(text_inputs["input_ids"], num_image_tokens)
+        data.update(text_inputs)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _validate_pairs(self, images) -> list[tuple]:
+        if is_valid_image(images) and not isinstance(images, (list, tuple)):
+            raise ValueError("OneDiff needs two images per sample (before, after); got a single image")
+        if not isinstance(images, (list, tuple)) or len(images) == 0:
+            raise ValueError(f"`images` must be a non-empty list of (before, after) pairs, got {type(images).__name__}")
+        if all(not isinstance(item, (list, tuple)) for item in images):
+            images = [images]  # a single pair given flat
+        pairs = []
+        for i, pair in enumerate(images):
+            if not isinstance(pair, (list, tuple)):
+                raise ValueError(f"Sample {i} of `images` must be a (before, after) pair, got {type(pair).__name__}")
+            if len(pair) != 2:
+                raise ValueError(f"Sample {i} has {len(pair)} image(s); OneDiff needs exactly 2 (before, after)")
+            for role, image in zip(("before", "after"), pair):
+                if not is_valid_image(image):
+                    raise ValueError(
+                        f"The {role} image of sample {i} is a {type(image).__name__}, not an image (PIL image, "
+                        "numpy array or tensor)"
+                    )
+                if hasattr(image, "load"):  # PIL decodes lazily: surface truncated or corrupt files here
+                    try:
+                        image.load()
+                    except (OSError, SyntaxError, ValueError) as error:
+                        raise ValueError(f"The {role} image of sample {i} cannot be decoded: {error}") from error
+            pairs.append(tuple(pair))
+        return pairs
+
+    def _process_images(self, pairs: list[tuple], images_kwargs: dict) -> torch.Tensor:
+        flat = [image for pair in pairs for image in pair]
+        pixel_values = self.image_processor(flat, return_tensors="pt", **images_kwargs)["pixel_values"]
+        if isinstance(pixel_values, list):
+            shapes = {tuple(p.shape) for p in pixel_values}
+            if len(shapes) != 1:
+                raise ValueError(f"The image processor returned images of different sizes {shapes}; use a fixed size")
+            pixel_values = torch.stack([torch.as_tensor(np.asarray(p)) for p in pixel_values])
+        return pixel_values.unflatten(0, (len(pairs), 2))  # (B, 2, C, H, W)
+
+    def _expand_placeholders(self, index: int, prompt: str, num_image_tokens: int) -> str:
+        n_image, n_delta = prompt.count(self.image_token), prompt.count(self.delta_token)
+        if (n_image, n_delta) == (0, 0):
+            prompt = self.image_block + prompt
+        elif (n_image, n_delta) != (2, 1):
+            raise ValueError(
+                f"Prompt {index} holds {n_image} {self.image_token} and {n_delta} {self.delta_token} placeholders; "
+                f"a pair needs 2 {self.image_token} and 1 {self.delta_token} (or none, to prepend them)"
+            )
+        prompt = prompt.replace(self.image_token, self.image_token * num_image_tokens)
+        return prompt.replace(self.delta_token, self.delta_token * self.num_delta_tokens)
+
+    def _check_placeholders_survived(self, input_ids, num_image_tokens: int) -> None:
+        expected = (2 * num_image_tokens, self.num_delta_tokens)
+        for i, ids in enumerate(input_ids):
+            ids = np.asarray(ids)
+            found = (int((ids == self.image_token_id).sum()), int((ids == self.delta_token_id).sum()))
+            if found != expected:
+                raise ValueError(
+                    f"Sample {i} holds {found[0]} image and {found[1]} delta tokens after tokenization, expected "
+                    f"{expected[0]} and {expected[1]}: truncation cut them; raise `max_length` above "
+                    f"{sum(expected)} plus the prompt"
+                )
+
+
+__all__ = ["OneDiffProcessor"]
