@@ -115,7 +115,10 @@ def default_model_dir(progress: bool = True) -> Path:
     """The default model as an ordinary checkpoint folder in the cache, assembled on first use from the base
     (`onediff setup`) and the shipped trained weights; later calls only verify the cached folder."""
     if not all((WEIGHTS_DIR / name).is_file() for name in SHIPPED):
-        raise RuntimeError("this version ships no trained default weights; pass --model DIR (a OneDiff checkpoint)")
+        raise RuntimeError(
+            f"the trained default weights are missing from {WEIGHTS_DIR} (an incomplete install? reinstall the "
+            "package); or pass --model DIR (a OneDiff checkpoint)"
+        )
     digest = hashlib.sha256(_base_source_sha256(BASE_CONFIG).encode())
     for path in sorted(p for p in WEIGHTS_DIR.rglob("*") if p.is_file()):  # weights and processor files
         digest.update(f"{path.relative_to(WEIGHTS_DIR)}:{towers.sha256(path)}".encode())
