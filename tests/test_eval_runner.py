@@ -69,3 +69,37 @@ def test_benchmark_rows_without_ground_truth_are_scored_without_change_accuracy(
     assert results["no_change"]["overall"] is None
     assert results["metrics"]["overall"]["bleu_1"] > 0
     assert "| source spot-the-diff |" in markdown_table(results)
+
+
+def test_conditioning_gap_is_zero_when_every_pair_shows_the_same_images(model_and_data):
+    from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+    from onediff_idc.eval.conditioning_gap import conditioning_gap
+    from onediff_idc.eval.conditioning_gap import main as gap_main
+    from onediff_idc.processing.schema import load_diffcap
+
+    model = OneDiffForConditionalGeneration.from_pretrained(model_and_data / "model")
+    processor = OneDiffProcessor.from_pretrained(model_and_data / "model")
+    split = load_diffcap(model_and_data / "data", splits=("test",))["test"]
+    rows = [split[i] for i in range(4)]  # indexing decodes the images
+    same = [dict(row, images=rows[0]["images"]) for row in rows]
+    result = conditioning_gap(model, processor, same, batch_size=3)
+    assert result["gap"] == pytest.approx(0.0, abs=1e-5) and result["loss_own_images"] > 0
+    different = conditioning_gap(model, processor, rows, batch_size=3)
+    assert different["gap"] != pytest.approx(0.0, abs=1e-6)  # a random model still reacts to the images
+    cli = gap_main(
+        [
+            "--model",
+            str(model_and_data / "model"),
+            "--data",
+            str(model_and_data / "data"),
+            "--split",
+            "test",
+            "--pairs",
+            "4",
+            "--seed",
+            "1",
+        ]
+    )
+    assert cli["pairs"] == 4 and set(cli) == {"loss_own_images", "loss_other_images", "gap", "pairs"}
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        conditioning_gap(model, processor, rows[:1])
