@@ -13,7 +13,6 @@ import argparse
 import json
 
 import torch
-import torch.nn.functional as F
 
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.common import OneDiffCollator
@@ -21,15 +20,15 @@ from onediff_idc.train.common import OneDiffCollator
 
 @torch.no_grad()
 def caption_loss(model, collator: OneDiffCollator, rows: list[dict], batch_size: int = 8) -> float:
-    """Mean cross-entropy per completion token of `rows` (images, prompt, completion)."""
+    """Mean cross-entropy per completion token of `rows` (images, prompt, completion): the model's training loss,
+    weighted by each batch's scored tokens so the batch size does not change the result."""
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = collator(rows[start : start + batch_size])
-        labels = batch.pop("labels")[:, 1:]
-        logits = model(**batch).logits[:, :-1]
-        total += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-        count += int((labels != -100).sum())
-    return float(total) / count
+        scored = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * scored
+        count += scored
+    return total / count
 
 
 def conditioning_gap(model, processor, rows: list[dict], batch_size: int = 8) -> dict:

@@ -103,6 +103,9 @@ def export_trained(sft_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
     processor_dir = dest / "processor"
     shutil.rmtree(processor_dir, ignore_errors=True)
     OneDiffProcessor.from_pretrained(sft_dir / "final").save_pretrained(processor_dir)
+    # the processor's code comes from the installed package when the default model is assembled: a copy here
+    # would only drift from it
+    (processor_dir / "processing_onediff.py").unlink(missing_ok=True)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     if size > MAX_SHIPPED_BYTES:
         raise ValueError(

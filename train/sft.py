@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> Path:
     config.dataset_kwargs = {**(config.dataset_kwargs or {}), "skip_prepare_dataset": True}
 
     model, processor = load_model_and_processor(model_args)
+    new_parts = [part for part in NEW_PARTS if getattr(model.model, part) is not None]  # no delta module: ablation
     peft_config = None
     if args.use_peft:
         model.requires_grad_(False)
@@ -108,14 +109,13 @@ def main(argv: list[str] | None = None) -> Path:
             lora_alpha=args.lora_alpha,
             lora_dropout=args.lora_dropout,
             target_modules=args.lora_target_modules,
-            modules_to_save=[part for part in NEW_PARTS if getattr(model.model, part) is not None],
+            modules_to_save=new_parts,
         )
     elif args.freeze_language_model:
         # a frozen LM cannot learn the captions' prior on its own: lowering the loss needs the visual tokens
         model.requires_grad_(False)
-        for part in NEW_PARTS:
-            if getattr(model.model, part) is not None:
-                getattr(model.model, part).requires_grad_(True)
+        for part in new_parts:
+            getattr(model.model, part).requires_grad_(True)
         if args.train_vision_tower:
             model.model.vision_tower.requires_grad_(True)
     elif not args.train_vision_tower:
