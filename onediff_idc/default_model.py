@@ -35,34 +35,49 @@ def base_dir() -> Path:
     return towers.cache_dir() / "default-base"
 
 
-def _base_source_sha256(config: dict) -> str:
+def _base_source_sha256(config: dict, random_towers: bool = False) -> str:
     """What the base is built from: the pinned files and the configuration (known without building anything)."""
-    source = "|".join(p.sha256 for p in towers.PINNED) + repr(sorted(config.items()))
+    source = "|".join(p.sha256 for p in towers.PINNED) + repr(sorted(config.items())) + ("|random" * random_towers)
     return hashlib.sha256(source.encode()).hexdigest()
 
 
-def assemble_base(out: Path | None = None, progress: bool = True, **config_overrides) -> Path:
-    """Assembles (or finds, if already complete) the untrained default checkpoint from the converted towers."""
+def assemble_base(
+    out: Path | None = None, progress: bool = True, random_towers: bool = False, **config_overrides
+) -> Path:
+    """Assembles (or finds, if already complete) the untrained default checkpoint from the converted towers.
+
+    `random_towers=True` builds the same architecture, tokenizer and processor with every weight drawn afresh
+    (no DINOv2, SmolLM2 or MiniLM weights): the ablation that measures what the pretrained towers buy.
+    """
     config = {**BASE_CONFIG, **config_overrides}
 
     def build(tmp: Path) -> dict:
         vision_dir = towers.convert_vision(progress)
         text_dir = towers.convert_text(progress)
-        minilm_dir = towers.delta_init_folder(progress)
         torch.manual_seed(0)  # the new parts (cross-attention, projectors, queries) start from a fixed draw
         model = OneDiffForConditionalGeneration.from_vision_text_pretrained(vision_dir, text_dir, **config)
-        blocks = towers.minilm_block_weights(minilm_dir, model.config.delta_num_hidden_layers)
-        missing, unexpected = model.model.delta_module.load_state_dict(blocks, strict=False)
-        if unexpected:
-            raise towers.TowerError(f"MiniLM weights that fit no delta-module parameter: {unexpected}")
         processor = OneDiffProcessor.from_vision_text_pretrained(vision_dir, text_dir, model.config)
         processor.image_processor.size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        manifest = {}
+        if random_towers:
+            torch.manual_seed(0)
+            model = OneDiffForConditionalGeneration(model.config)  # same shapes, the models' own initialisation
+            manifest["random_towers"] = True
+        elif model.model.delta_module is not None:  # absent in the image-tokens-only ablation
+            minilm_dir = towers.delta_init_folder(progress)
+            blocks = towers.minilm_block_weights(minilm_dir, model.config.delta_num_hidden_layers)
+            missing, unexpected = model.model.delta_module.load_state_dict(blocks, strict=False)
+            if unexpected:
+                raise towers.TowerError(f"MiniLM weights that fit no delta-module parameter: {unexpected}")
+            blocks_new = {name.split(".")[2] if name.startswith("blocks.") else name.split(".")[0] for name in missing}
+            manifest["delta_parameters_not_from_minilm"] = sorted(blocks_new)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        new = sorted({name.split(".")[2] if name.startswith("blocks.") else name.split(".")[0] for name in missing})
-        return {"delta_parameters_not_from_minilm": new}
+        return manifest
 
-    return towers.cached_build(Path(out) if out is not None else base_dir(), _base_source_sha256(config), build)
+    if out is None:
+        out = base_dir().with_name("default-base-random") if random_towers else base_dir()
+    return towers.cached_build(Path(out), _base_source_sha256(config, random_towers), build)
 
 
 def setup(install: bool = True, progress: bool = True) -> Path:
@@ -165,12 +180,21 @@ def export_checkpoint(out: str | Path, model: str | Path | None = None, progress
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="export the trained default weights that ship with the package")
+    parser = argparse.ArgumentParser(
+        description="build the default model's checkpoints (the shipped weights, ablations)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export")
     export.add_argument("--from", dest="source", required=True, help="stage-2 output_dir (with adapter/ and final/)")
+    random_base = commands.add_parser(
+        "random-base", help="the base checkpoint's architecture with random weights (the ablation without pretraining)"
+    )
+    random_base.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    print(export_trained(args.source))
+    if args.command == "export":
+        print(export_trained(args.source))
+    else:
+        print(assemble_base(Path(args.out), random_towers=True))
 
 
 if __name__ == "__main__":

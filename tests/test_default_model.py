@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from onediff_idc import default_model, towers
 from onediff_idc.processing.phrasing import parse_caption
@@ -101,3 +102,64 @@ print(json.dumps({{"model": type(model).__name__, "caption": result["generated_t
     assert loaded["caption"] == json.loads(printed.stdout)["caption"]  # the exported folder is the default model
     again = _onediff("export", "--out", str(out), cwd=tmp_path)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+@needs_model
+def test_random_towers_base_has_the_architecture_but_none_of_the_pretrained_weights(tmp_path):
+    """The ablation "same recipe, randomly initialised towers" must differ from the base in weights alone."""
+    from safetensors import safe_open
+
+    pretrained = default_model.assemble_base(progress=False)
+    random_base = default_model.assemble_base(tmp_path / "random", progress=False, random_towers=True)
+    assert random_base != pretrained
+    assert json.loads((random_base / "config.json").read_text()) == json.loads((pretrained / "config.json").read_text())
+    assert (random_base / "tokenizer.json").read_bytes() == (pretrained / "tokenizer.json").read_bytes()
+    with (
+        safe_open(random_base / "model.safetensors", "pt") as drawn,
+        safe_open(pretrained / "model.safetensors", "pt") as loaded,
+    ):
+        assert set(drawn.keys()) == set(loaded.keys())
+        for name in sorted(loaded.keys()):
+            fresh, trained = drawn.get_tensor(name), loaded.get_tensor(name)
+            assert fresh.shape == trained.shape, name
+            # constants (biases at 0, norms at 1) may coincide; no drawn tensor, tower or new part, equals a trained one
+            if fresh.float().std() > 0:
+                assert not (fresh == trained).all(), f"{name} kept its pretrained weights"
+
+
+@needs_model
+def test_base_without_delta_module_keeps_the_towers_and_drops_the_module(tmp_path):
+    """The ablation "no delta module (image tokens only)": same towers, no delta module, no delta placeholders."""
+    from safetensors import safe_open
+
+    from modeling_onediff import OneDiffProcessor
+
+    full = default_model.assemble_base(progress=False)
+    image_tokens_only = default_model.assemble_base(tmp_path / "nodelta", progress=False, use_delta_module=False)
+    assert json.loads((image_tokens_only / "config.json").read_text())["use_delta_module"] is False
+    with (
+        safe_open(image_tokens_only / "model.safetensors", "pt") as ablated,
+        safe_open(full / "model.safetensors", "pt") as loaded,
+    ):
+        names = set(loaded.keys())
+        delta_parts = {name for name in names if ".delta_" in name}
+        assert delta_parts and set(ablated.keys()) == names - delta_parts
+        for name in sorted(names - delta_parts):
+            if ".vision_tower." in name or ".language_model." in name:
+                kept, pretrained = ablated.get_tensor(name), loaded.get_tensor(name)
+                if name.endswith("embed_tokens.weight"):  # the 2 placeholder rows are drawn, the vocabulary kept
+                    kept, pretrained = kept[:-2], pretrained[:-2]
+                assert (kept == pretrained).all(), name
+    processor = OneDiffProcessor.from_pretrained(image_tokens_only)
+    pair = [Image.new("RGB", (64, 64), "red"), Image.new("RGB", (64, 64), "blue")]
+    prompt = processor.apply_chat_template(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "What changed?"}],
+            }
+        ],
+        add_generation_prompt=True,
+    )
+    input_ids = processor(images=pair, text=prompt, return_tensors="pt")["input_ids"]
+    assert processor.delta_token_id not in input_ids and processor.image_token_id in input_ids
