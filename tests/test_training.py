@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -235,6 +237,32 @@ def test_every_recipe_and_launch_config_is_valid():
         assert config.distributed_type is not None
     fsdp = ClusterConfig.from_yaml_file(CONFIGS / "accelerate" / "fsdp2.yaml")
     assert fsdp.fsdp_config["fsdp_version"] == 2
+
+
+def test_the_default_models_recipes_parse_chain_and_are_listed_in_order_in_the_readme(tmp_path, monkeypatch):
+    """Each recipe in train/configs/default/ parses with its own script's parser, starts from the previous recipe's
+    output, and the README runs them in that order with the right script, then exports the last one."""
+    monkeypatch.chdir(tmp_path)  # the recipes' run folders, stand-ins here: parsing checks that they exist
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for recipe in (CONFIGS / "default").glob("*.yaml"):
+        start = Path(os.path.expanduser(yaml.safe_load(recipe.read_text())["model_name_or_path"]))
+        start.mkdir(parents=True, exist_ok=True)
+        (start / "config.json").write_text("{}")
+    parsers = {"pretrain_coupled": pretrain_coupled.parse, "pretrain_delta": pretrain_delta.parse, "sft": sft.parse}
+    readme = (REPO / "README.md").read_text()
+    steps = []
+    for recipe in sorted((CONFIGS / "default").glob("*.yaml")):
+        command = re.search(rf"train/(\w+)\.py\s*(?:\\\s*)?--config train/configs/default/{recipe.name}", readme)
+        assert command, f"the README does not run {recipe.name}"
+        model_args, *args = parsers[command.group(1)](["--config", str(recipe)])
+        output_dir = next(a.output_dir for a in args if hasattr(a, "output_dir"))  # sft.py: in the SFTConfig
+        steps.append((command.start(), model_args.model_name_or_path, output_dir))
+    steps.sort()
+    assert steps[0][1].endswith("default-base")  # what `onediff setup` assembles
+    for (_, _, previous_output), (_, start, _) in pairwise(steps):
+        assert start == f"{previous_output}/final"
+    assert f"export --from {steps[-1][2]}" in readme
+    assert "bash train/configs/default/ablations.sh" in readme
 
 
 def test_sft_loss_falls_when_overfitting_a_fixed_batch(workspace, tmp_path):

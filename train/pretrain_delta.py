@@ -245,8 +245,12 @@ def difference_norms(features: np.ndarray, change_types: list[str], layers: list
     return {t: {f"layer_{layer}": round(float(v), 4) for layer, v in zip(layers, sums[t] / counts[t])} for t in sums}
 
 
+def parse(argv: list[str] | None) -> tuple[ModelArguments, DeltaTrainingArguments]:
+    return parse_recipe((ModelArguments, DeltaTrainingArguments), argv)
+
+
 def main(argv: list[str] | None = None) -> Path:
-    model_args, args = parse_recipe((ModelArguments, DeltaTrainingArguments), argv)
+    model_args, args = parse(argv)
     splits = (args.dataset_train_split, *([args.dataset_eval_split] if args.dataset_eval_split else []))
     data = load_diffcap(args.dataset_path, splits=splits)
     train = data[args.dataset_train_split]
