@@ -11,6 +11,8 @@ Implements the architecture of Hu et al., "OneDiff: A Generalist Model for Image
     and the decoder generates the difference caption.
 """
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,16 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    BaseModelOutputWithPooling,
+    CausalLMOutputWithPast,
+    ModelOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_onediff import OneDiffConfig
 
@@ -36,6 +44,31 @@ from .configuration_onediff import OneDiffConfig
 from .pipeline_onediff import ImageDifferenceCaptioningPipeline  # noqa: F401
 
 logger = logging.get_logger(__name__)
+
+# The name transformers gives the KV cache, in `forward` arguments and in output fields: `past_key_values` up to 5.23,
+# `cache` from 5.24. Read from the library's own output class so that one checkpoint's remote code runs on both.
+CACHE_NAME = next(f.name for f in dataclasses.fields(BaseModelOutputWithPast) if f.name in ("cache", "past_key_values"))
+
+
+def _takes_cache_under_both_names(forward: Callable) -> Callable:
+    """
+    `forward` takes the KV cache as `cache`, and as `past_key_values` too: from 5.24 through the library's own
+    deprecation (a warning, then renamed, as LLaVA does); on 5.23, where `past_key_values` is the name generation
+    passes, renamed without a warning.
+    """
+    if CACHE_NAME == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+
+    @functools.wraps(forward)
+    def renamed(*args, **kwargs):
+        if "past_key_values" in kwargs:
+            if kwargs.get("cache") is not None:
+                raise ValueError("Pass the KV cache once, as `cache` or as `past_key_values`, not both")
+            kwargs["cache"] = kwargs.pop("past_key_values")
+        return forward(*args, **kwargs)
+
+    return renamed
+
 
 # Modules after the last hidden state of a vision tower (final norms, pooling heads). OneDiff reads hidden states,
 # so these never receive a gradient; they are frozen to keep "every trainable parameter gets a gradient" true.
@@ -46,8 +79,15 @@ _VISION_UNUSED_PARAMETERS = ("mask_token",)  # DINOv2's masked-image-modelling t
 @dataclass
 class OneDiffVisualOutput(BaseModelOutputWithPooling):
     r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 2, sequence_length, vision_hidden_size)`):
+        The vision tower's last hidden state of the before and the after image of each pair.
     pooler_output (`torch.FloatTensor` of shape `(batch_size, 2 * num_image_tokens, hidden_size)`):
         Projected image tokens of the before image followed by those of the after image.
+    hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`):
+        The vision tower's hidden states (embeddings, then every layer), each of shape
+        `(batch_size, 2, sequence_length, vision_hidden_size)`.
+    attentions (`tuple(torch.FloatTensor)`, returned with `output_attentions=True`):
+        The vision tower's attention maps, each of shape `(batch_size, 2, num_heads, sequence_length, sequence_length)`.
     delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_queries, hidden_size)`):
         Projected output of the Visual Delta Module.
     difference_features (`torch.FloatTensor` of shape `(batch_size, num_delta_layers, num_patches, delta_hidden_size)`):
@@ -71,28 +111,33 @@ class OneDiffModelOutputWithPast(BaseModelOutputWithPast):
         Projected image tokens scattered into the sequence.
     delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_queries, hidden_size)`, *optional*):
         Projected delta tokens scattered into the sequence.
+    image_outputs (`OneDiffVisualOutput`, *optional*):
+        Everything the vision side produced for the pairs (see `OneDiffVisualOutput`); `None` without `pixel_values`.
     """
 
     image_hidden_states: torch.FloatTensor | None = None
     delta_hidden_states: torch.FloatTensor | None = None
+    image_outputs: OneDiffVisualOutput | None = None
 
 
 @dataclass
-class OneDiffCausalLMOutputWithPast(ModelOutput):
+class OneDiffCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
+    The library's causal-LM output (its KV cache field keeps the installed version's name) plus the visual outputs.
+
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
         Next-token cross-entropy over the labelled positions (placeholders and padding never count).
-    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-        Prediction scores of the language modeling head.
+    image_hidden_states (`torch.FloatTensor` of shape `(batch_size, 2 * num_image_tokens, hidden_size)`, *optional*):
+        Projected image tokens scattered into the sequence.
+    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_queries, hidden_size)`, *optional*):
+        Projected delta tokens scattered into the sequence.
+    image_outputs (`OneDiffVisualOutput`, *optional*):
+        Everything the vision side produced for the pairs; `None` without `pixel_values`.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
     delta_hidden_states: torch.FloatTensor | None = None
+    image_outputs: OneDiffVisualOutput | None = None
 
 
 @dataclass
@@ -322,12 +367,22 @@ class OneDiffPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["OneDiffDeltaBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_NAME]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = False
     _supports_attention_backend = True
     _can_compile_fullgraph = False  # placeholder counts are checked with Python control flow
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        # Loading puts fresh parameters in place (all trainable): freeze again the vision parameters OneDiff never
+        # reads, or DDP and the "every trainable parameter gets a gradient" rule break on a reloaded model.
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # `output_loading_info=True` gives a tuple
+        base = model if isinstance(model, OneDiffModel) else model.model
+        base.freeze_unused_vision_parameters()
+        return loaded
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -389,14 +444,38 @@ class OneDiffModel(OneDiffPreTrainedModel):
 
     @can_return_tuple
     def get_image_features(
-        self, pixel_values: torch.FloatTensor, output_attentions: bool = False, **kwargs: Unpack[TransformersKwargs]
+        self,
+        pixel_values: torch.FloatTensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | OneDiffVisualOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, num_channels, height, width)`):
             The before and after image of each pair.
         output_attentions (`bool`, *optional*):
-            Also return the delta module's cross-attention maps.
+            Also return the vision tower's attention maps and the delta module's cross-attention maps.
+        output_hidden_states (`bool`, *optional*):
+            Also return all of the vision tower's hidden states.
         """
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return self._encode_pairs(
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            output_delta_attentions=output_attentions,
+        )
+
+    def _encode_pairs(
+        self,
+        pixel_values: torch.FloatTensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        output_delta_attentions: bool = False,
+    ) -> OneDiffVisualOutput:
         if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
             raise ValueError(
                 "OneDiff expects `pixel_values` of shape (batch_size, 2, channels, height, width) holding a before "
@@ -406,7 +485,8 @@ class OneDiffModel(OneDiffPreTrainedModel):
         grid_height, grid_width = self._patch_grid(pixel_values)
         num_patches = grid_height * grid_width
         pixel_values = pixel_values.flatten(0, 1).to(self.vision_tower.dtype)  # (2B, C, H, W): both images at once
-        vision_outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+        tower_kwargs = {"output_attentions": True} if output_attentions else {}
+        vision_outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True, **tower_kwargs)
         hidden_states = vision_outputs.hidden_states
         num_prefix = hidden_states[0].shape[1] - num_patches  # CLS / register tokens, if the tower has any
         if num_prefix < 0:
@@ -415,8 +495,11 @@ class OneDiffModel(OneDiffPreTrainedModel):
                 "grid; is `vision_config.patch_size` right?"
             )
 
-        def patches(layer: int) -> torch.Tensor:  # (2B, N, Dv) -> (B, 2, N, Dv)
-            return hidden_states[layer][:, num_prefix:].unflatten(0, (batch_size, 2))
+        def per_pair(images: torch.Tensor) -> torch.Tensor:  # (2B, ...) -> (B, 2, ...)
+            return images.unflatten(0, (batch_size, 2))
+
+        def patches(layer: int) -> torch.Tensor:  # (B, 2, N, Dv)
+            return per_pair(hidden_states[layer][:, num_prefix:])
 
         image_features = patches(self.config.resolved_vision_feature_layer).flatten(0, 1)  # (2B, N, Dv)
         pool = self.config.image_token_pooling
@@ -426,13 +509,18 @@ class OneDiffModel(OneDiffPreTrainedModel):
             image_features = grid.flatten(2).transpose(1, 2)  # (2B, N', Dv)
         image_embeds = self.image_projector(image_features).unflatten(0, (batch_size, 2)).flatten(1, 2)
 
-        visual = OneDiffVisualOutput(last_hidden_state=vision_outputs.last_hidden_state, pooler_output=image_embeds)
+        visual = OneDiffVisualOutput(
+            last_hidden_state=per_pair(vision_outputs.last_hidden_state),
+            pooler_output=image_embeds,
+            hidden_states=tuple(per_pair(h) for h in hidden_states) if output_hidden_states else None,
+            attentions=tuple(per_pair(a) for a in vision_outputs.attentions) if output_attentions else None,
+        )
         if self.delta_module is not None:
             delta_layers = [patches(layer) for layer in self.config.resolved_delta_feature_layers]
             delta_outputs = self.delta_module(
                 [features[:, 0] for features in delta_layers],
                 [features[:, 1] for features in delta_layers],
-                output_attentions=output_attentions,
+                output_attentions=output_delta_attentions,
             )
             visual.delta_hidden_states = self.delta_projector(delta_outputs.last_hidden_state)
             visual.difference_features = delta_outputs.difference_features
@@ -470,25 +558,38 @@ class OneDiffModel(OneDiffPreTrainedModel):
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1), features)
 
     @can_return_tuple
+    @_takes_cache_under_both_names
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | OneDiffModelOutputWithPast:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, num_channels, height, width)`, *optional*):
+            The before and after image of each pair. Without them, placeholder tokens in `input_ids` are embedded as
+            ordinary text (as LLaVA does): later generation steps, assistant models and text-only use.
+        cache (`Cache`, *optional*):
+            The KV cache (`past_key_values` up to transformers 5.23, still accepted).
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        image_embeds = delta_embeds = None
+        visual = image_embeds = delta_embeds = None
         if pixel_values is not None:
-            visual = self.get_image_features(pixel_values, return_dict=True)
+            visual = self.get_image_features(
+                pixel_values,
+                output_attentions=kwargs.get("output_attentions"),
+                output_hidden_states=kwargs.get("output_hidden_states"),
+                return_dict=True,
+            )
             image_embeds, delta_embeds = visual.pooler_output, visual.delta_hidden_states
             inputs_embeds = self._scatter_features(
                 input_ids, inputs_embeds, image_embeds, self.config.image_token_id, "image"
@@ -497,26 +598,23 @@ class OneDiffModel(OneDiffPreTrainedModel):
                 inputs_embeds = self._scatter_features(
                     input_ids, inputs_embeds, delta_embeds, self.config.delta_token_id, "delta"
                 )
-        elif input_ids is not None:
-            placeholder_ids = [i for i in (self.config.image_token_id, self.config.delta_token_id) if i is not None]
-            if placeholder_ids and torch.isin(input_ids, torch.tensor(placeholder_ids, device=input_ids.device)).any():
-                raise ValueError("`input_ids` hold image/delta placeholder tokens but no `pixel_values` were given")
 
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         return OneDiffModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_embeds,
             delta_hidden_states=delta_embeds,
+            image_outputs=visual,
         )
 
 
@@ -524,6 +622,7 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
     """OneDiff with a language modeling head: two images and a prompt in, a difference caption out."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: OneDiffConfig):
         super().__init__(config)
@@ -558,7 +657,7 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         """
         if self.model.delta_module is None:
             raise ValueError("This model has no delta module (`use_delta_module=False`), hence no attention maps")
-        visual = self.model.get_image_features(pixel_values, output_attentions=True, return_dict=True)
+        visual = self.model._encode_pairs(pixel_values, output_delta_attentions=True)
         grid_height, grid_width = (int(x) for x in visual.patch_grid)
         module = self.model.delta_module
         maps = torch.stack(visual.delta_cross_attentions, dim=1)  # (B, blocks, heads, Q, L*R*N)
@@ -573,13 +672,14 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         )
 
     @can_return_tuple
+    @_takes_cache_under_both_names
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -592,13 +692,15 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Target token ids (`-100` to ignore). Image/delta placeholder positions and padding (`attention_mask == 0`)
             are never scored, whatever `labels` holds there.
+        cache (`Cache`, *optional*):
+            The KV cache (`past_key_values` up to transformers 5.23, still accepted).
         """
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -616,11 +718,12 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         return OneDiffCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
             delta_hidden_states=outputs.delta_hidden_states,
+            image_outputs=outputs.image_outputs,
         )
 
     def _mask_unscored_labels(

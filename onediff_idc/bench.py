@@ -270,11 +270,12 @@ def _worker(spec: dict) -> dict:
 
     # a stage-2 step: LoRA on the decoder's attention, the rest of the new parts (if any) trained in full
     target = r".*language_model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
-    new_parts = (
-        ["delta_module", "image_projector", "delta_projector"]
-        if spec["kind"] == "onediff"
-        else ["multi_modal_projector"]
-    )
+    if spec["kind"] == "onediff":
+        from onediff_idc.train.common import present_new_parts
+
+        new_parts = present_new_parts(model)
+    else:
+        new_parts = ["multi_modal_projector"]
     trained = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=target, modules_to_save=new_parts))
     trained.train()
     optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=1e-4)

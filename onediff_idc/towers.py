@@ -247,7 +247,7 @@ def convert_vision(progress: bool = True) -> Path:
             layerscale_value=1.0,
         )
         model = Dinov2Model(config)
-        state = {k: torch.from_numpy(v) for k, v in _dinov2_state_dict(source).items()}
+        state = {k: torch.from_numpy(np.array(v)) for k, v in _dinov2_state_dict(source).items()}  # writable copies
         state["embeddings.mask_token"] = torch.zeros_like(model.embeddings.mask_token)  # absent: unused at inference
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -112,7 +112,12 @@ def test_random_towers_base_has_the_architecture_but_none_of_the_pretrained_weig
     pretrained = default_model.assemble_base(progress=False)
     random_base = default_model.assemble_base(tmp_path / "random", progress=False, random_towers=True)
     assert random_base != pretrained
-    assert json.loads((random_base / "config.json").read_text()) == json.loads((pretrained / "config.json").read_text())
+
+    def config(folder):  # the base may have been assembled under another transformers version (a shared cache)
+        saved = json.loads((folder / "config.json").read_text())
+        return {k: v for k, v in saved.items() if k != "transformers_version"}
+
+    assert config(random_base) == config(pretrained)
     assert (random_base / "tokenizer.json").read_bytes() == (pretrained / "tokenizer.json").read_bytes()
     with (
         safe_open(random_base / "model.safetensors", "pt") as drawn,
@@ -152,14 +157,7 @@ def test_base_without_delta_module_keeps_the_towers_and_drops_the_module(tmp_pat
                 assert (kept == pretrained).all(), name
     processor = OneDiffProcessor.from_pretrained(image_tokens_only)
     pair = [Image.new("RGB", (64, 64), "red"), Image.new("RGB", (64, 64), "blue")]
-    prompt = processor.apply_chat_template(
-        [
-            {
-                "role": "user",
-                "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "What changed?"}],
-            }
-        ],
-        add_generation_prompt=True,
-    )
+    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "What changed?"}]
+    prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     input_ids = processor(images=pair, text=prompt, return_tensors="pt")["input_ids"]
     assert processor.delta_token_id not in input_ids and processor.image_token_id in input_ids

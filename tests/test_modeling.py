@@ -182,8 +182,20 @@ def test_mismatched_placeholders_and_bad_pixel_values_raise(tower_pair):
         model(input_ids=broken, pixel_values=batch["pixel_values"], attention_mask=batch["attention_mask"])
     with pytest.raises(ValueError, match=r"\(batch_size, 2, channels, height, width\)"):
         model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"][:, 0])
-    with pytest.raises(ValueError, match="no `pixel_values`"):
-        model(input_ids=batch["input_ids"])
+
+
+def test_placeholders_without_pixel_values_are_embedded_as_text(tower_pair):
+    # LLaVA's rule, which generation relies on (assistant models, beam search from inputs_embeds, later steps)
+    model, processor = tiny_model_and_processor(tower_pair)
+    batch = processor(images=pairs(1), text=PROMPTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        text_only = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        hidden = model.model.language_model(
+            inputs_embeds=model.get_input_embeddings()(batch["input_ids"]), attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        with_images = model(**batch).logits
+    torch.testing.assert_close(text_only, model.lm_head(hidden))
+    assert not torch.allclose(text_only, with_images, atol=1e-3)
 
 
 def test_inputs_embeds_path_matches_input_ids(tower_pair):

@@ -141,3 +141,6 @@ def test_reloaded_in_process_weights_are_identical(checkpoint):
     loaded = OneDiffForConditionalGeneration.from_pretrained(ckpt)
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+    # loading puts fresh parameters in place: the deliberately frozen vision parameters must stay frozen
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and frozen == {name for name, p in loaded.named_parameters() if not p.requires_grad}

@@ -19,6 +19,7 @@ from transformers import pipeline
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from onediff_idc.processing.build import BuildSpec, build
 from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
+from onediff_idc.train.common import NEW_PARTS
 from tiny import random_image, save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +165,7 @@ def test_sft_with_a_frozen_language_model_trains_only_the_new_parts(workspace, t
     tuned = load_file(final / "model.safetensors")
     assert base.keys() == tuned.keys()
     for name in base:
-        new_part = name.startswith(tuple(f"model.{part}." for part in sft.NEW_PARTS))
+        new_part = name.startswith(tuple(f"model.{part}." for part in NEW_PARTS))
         assert torch.equal(base[name], tuned[name]) != new_part, name
     with pytest.raises(ValueError, match="contradict"):
         sft.main(sft_args(workspace, tmp_path / "bad", "--use_peft", "true", "--freeze_language_model", "true"))

@@ -82,6 +82,15 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
     return TrlParser(dataclass_types).parse_args_and_config(argv)
 
 
+# What OneDiff adds to its two pretrained towers: stage 1 trains these alone, stage 2 trains them in full beside LoRA
+NEW_PARTS = ("delta_module", "image_projector", "delta_projector")
+
+
+def present_new_parts(model: OneDiffForConditionalGeneration) -> list[str]:
+    """The new parts this model has (the image-tokens-only ablation has no delta module)."""
+    return [part for part in NEW_PARTS if getattr(model.model, part) is not None]
+
+
 def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditionalGeneration, OneDiffProcessor]:
     dtype = DTYPES[args.model_dtype]
     if args.model_name_or_path is not None:

@@ -34,10 +34,9 @@ from onediff_idc.train.common import (
     OneDiffCollator,
     load_model_and_processor,
     parse_recipe,
+    present_new_parts,
     save_final,
 )
-
-TRAINED_PARTS = ("delta_module", "image_projector", "delta_projector")
 
 
 @dataclass
@@ -152,9 +151,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     model, processor = load_model_and_processor(model_args)
     model.requires_grad_(False)
-    for part in TRAINED_PARTS:
-        if getattr(model.model, part) is not None:  # no delta module in the image-tokens-only ablation
-            getattr(model.model, part).requires_grad_(True)
+    for part in present_new_parts(model):
+        getattr(model.model, part).requires_grad_(True)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     micro_batches_per_epoch = math.ceil(

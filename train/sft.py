@@ -27,12 +27,12 @@ from onediff_idc.train.common import (
     load_model_and_processor,
     load_pairs,
     parse_recipe,
+    present_new_parts,
     save_final,
 )
 
 # LoRA goes on the decoder's attention and MLP projections only: the delta module has q_proj/v_proj too
 DECODER_LINEAR_LAYERS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-NEW_PARTS = ["delta_module", "image_projector", "delta_projector"]
 
 
 @dataclass
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> Path:
     config.dataset_kwargs = {**(config.dataset_kwargs or {}), "skip_prepare_dataset": True}
 
     model, processor = load_model_and_processor(model_args)
-    new_parts = [part for part in NEW_PARTS if getattr(model.model, part) is not None]  # no delta module: ablation
+    new_parts = present_new_parts(model)
     peft_config = None
     if args.use_peft:
         model.requires_grad_(False)

@@ -8,7 +8,7 @@ set -euo pipefail
 ACCELERATE="accelerate launch --config_file train/configs/accelerate/cpu.yaml"
 COUPLED="$ACCELERATE train/pretrain_coupled.py --config train/configs/default/pretrain_coupled.yaml"
 SFT="$ACCELERATE train/sft.py --config train/configs/default/sft.yaml --max_steps 100 --save_steps 100"
-BASE="${ONEDIFF_CACHE:-$HOME/.cache/onediff}/default-base"
+BASE="$(python -c "from onediff_idc.default_model import base_dir; print(base_dir())")"  # what onediff setup built
 
 measure () {  # $1: variant, $2: checkpoint
   onediff eval --model "$2" --data runs/default-heldout --split test --out "runs/eval-ablation-$1.json"
