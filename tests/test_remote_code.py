@@ -1,13 +1,11 @@
 """Checkpoints load from their own remote code, in a clean process, from another directory, offline."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from clean_process import run_clean
 from transformers import pipeline
 
 from modeling_onediff import OneDiffForConditionalGeneration
@@ -85,23 +83,7 @@ def test_checkpoint_holds_exactly_the_remote_code_files(checkpoint):
 
 def test_clean_process_loads_every_entry_point_and_matches(checkpoint, tmp_path):
     model, processor, ckpt, before, after = checkpoint
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
-    script = tmp_path / "load.py"
-    script.write_text(CLEAN_PROCESS)
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    # -P: the script's folder is not put on sys.path either; cwd is an unrelated directory
-    proc = subprocess.run(
-        [sys.executable, "-P", str(script), str(ckpt), str(before), str(after)],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    result = run_clean(CLEAN_PROCESS, [ckpt, before, after], tmp_path)
 
     for key in ("config", "processor", "pipeline_class"):
         assert result[key].startswith("transformers_modules."), result[key]

@@ -9,8 +9,6 @@ model that hard-codes either name breaks on the other version (5.24: every forwa
 import dataclasses
 import json
 import logging
-import os
-import subprocess
 import sys
 import textwrap
 import warnings
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from clean_process import run_clean
 from transformers import pipeline
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -161,20 +160,7 @@ def test_a_fixture_checkpoint_exists_for_each_end_of_the_supported_range():
 @pytest.mark.parametrize("ckpt", _fixtures(), ids=lambda p: p.name)
 def test_checkpoint_saved_by_a_supported_version_loads_generates_and_trains(ckpt, tmp_path):
     expected = json.loads((ckpt / "expected.json").read_text())
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
-    script = tmp_path / "load.py"
-    script.write_text(CLEAN_PROCESS)
-    proc = subprocess.run(
-        [sys.executable, "-P", str(script), str(ckpt)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    result = run_clean(CLEAN_PROCESS, [ckpt], tmp_path)
     assert result["tokens_cache_True"] == expected["tokens"]
     assert result["tokens_cache_False"] == expected["tokens"]
     assert result["missing_grads"] == []
