@@ -78,6 +78,10 @@ class OneDiffConfig(PreTrainedConfig):
             Activation of the delta blocks' MLPs.
         delta_layer_norm_eps (`float`, *optional*, defaults to 1e-6):
             Epsilon of the delta module's layer norms.
+        delta_difference_prior (`float`, *optional*, defaults to 0.0):
+            Tells the delta module where to look: every cross-attention logit on a patch gets `s_h * log1p(r)`, where
+            `r` is the patch's |B-A| over the mean |B-A| of its layer (raw tower features) and `s_h` a learned scale per
+            head starting at this value. 0 disables the prior (no parameter, the module as the paper describes it).
         delta_attention_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the delta module's attention probabilities.
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
@@ -125,6 +129,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_use_difference: bool = True
     delta_hidden_act: str = "gelu"
     delta_layer_norm_eps: float = 1e-6
+    delta_difference_prior: float = 0.0
     delta_attention_dropout: float = 0.0
     projector_hidden_act: str = "gelu"
     image_token_id: int | None = None
@@ -180,6 +185,8 @@ class OneDiffConfig(PreTrainedConfig):
             raise ValueError(f"`use_delta_module` must be a bool, got {self.use_delta_module!r}")
         if not isinstance(self.delta_use_difference, bool):
             raise ValueError(f"`delta_use_difference` must be a bool, got {self.delta_use_difference!r}")
+        if isinstance(self.delta_difference_prior, bool) or not isinstance(self.delta_difference_prior, (int, float)):
+            raise ValueError(f"`delta_difference_prior` must be a number, got {self.delta_difference_prior!r}")
         if not 0.0 <= self.delta_attention_dropout < 1.0:
             raise ValueError(f"`delta_attention_dropout` must be in [0, 1), got {self.delta_attention_dropout!r}")
         for name in ("image_token_id", "delta_token_id"):

@@ -195,8 +195,13 @@ class OneDiffDeltaAttention(nn.Module):
         self.o_proj = nn.Linear(self.hidden_size, self.hidden_size)
 
     def forward(
-        self, hidden_states: torch.Tensor, context: torch.Tensor | None = None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        attention_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`attention_bias` of shape `(batch_size, num_heads or 1, 1, context_length)` is added to the logits."""
         context = hidden_states if context is None else context
         batch_size = hidden_states.shape[0]
         query = self.q_proj(hidden_states).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
@@ -213,7 +218,7 @@ class OneDiffDeltaAttention(nn.Module):
             query,
             key,
             value,
-            None,
+            attention_bias,
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
             is_causal=False,
@@ -249,13 +254,20 @@ class OneDiffDeltaBlock(GradientCheckpointingLayer):
         self.mlp = OneDiffDeltaMLP(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, context: torch.Tensor, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        output_attentions: bool = False,
+        context_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         hidden_states = hidden_states + self.self_attn(self.self_attn_norm(hidden_states))[0]
         cross_weights = None
         if self.has_cross_attention:
             attended, cross_weights = self.cross_attn(
-                self.cross_attn_norm(hidden_states), context, output_attentions=output_attentions
+                self.cross_attn_norm(hidden_states),
+                context,
+                output_attentions=output_attentions,
+                attention_bias=context_bias,
             )
             hidden_states = hidden_states + attended
         hidden_states = hidden_states + self.mlp(self.mlp_norm(hidden_states))
@@ -296,6 +308,22 @@ class OneDiffVisualDeltaModule(nn.Module):
             ]
         )
         self.final_norm = nn.LayerNorm(width, eps=config.delta_layer_norm_eps)
+        self.difference_prior_scale = None
+        if config.delta_difference_prior:
+            self.difference_prior_scale = nn.Parameter(torch.zeros(config.delta_num_attention_heads))
+
+    def difference_prior(self, before_features: list[torch.Tensor], after_features: list[torch.Tensor]) -> torch.Tensor:
+        """
+        The cross-attention bias `(batch_size, num_heads, 1, context_length)` that points the queries at changed
+        patches: `scale_h * log1p(r)`, `r` = a patch's |B-A| relative to the mean over its layer's patches. It is the
+        same for the A, B and B-A token of a patch, and 0 everywhere for identical images.
+        """
+        before, after = torch.stack(before_features, dim=1), torch.stack(after_features, dim=1)  # (B, L, N, Dv)
+        magnitude = (after.float() - before.float()).norm(dim=-1)  # (B, L, N)
+        relative = magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
+        prior = torch.log1p(relative).unsqueeze(2).expand(-1, -1, self.num_roles, -1).flatten(1)  # (B, L*R*N)
+        scale = self.difference_prior_scale.float()
+        return (scale[None, :, None, None] * prior[:, None, None, :]).to(before.dtype)
 
     def build_context(
         self, before_features: list[torch.Tensor], after_features: list[torch.Tensor]
@@ -333,10 +361,13 @@ class OneDiffVisualDeltaModule(nn.Module):
         output_attentions: bool = False,
     ) -> OneDiffDeltaModuleOutput:
         context, difference = self.build_context(before_features, after_features)
+        context_bias = None
+        if self.difference_prior_scale is not None:
+            context_bias = self.difference_prior(before_features, after_features)
         hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
         cross_attentions = ()
         for block in self.blocks:
-            hidden_states, cross_weights = block(hidden_states, context, output_attentions)
+            hidden_states, cross_weights = block(hidden_states, context, output_attentions, context_bias)
             if output_attentions and cross_weights is not None:
                 cross_attentions += (cross_weights,)
         return OneDiffDeltaModuleOutput(
@@ -392,6 +423,8 @@ class OneDiffPreTrainedModel(PreTrainedModel):
             init.normal_(module.queries, mean=0.0, std=std)
             init.normal_(module.role_embeddings, mean=0.0, std=std)
             init.normal_(module.layer_embeddings, mean=0.0, std=std)
+            if module.difference_prior_scale is not None:
+                init.constant_(module.difference_prior_scale, float(self.config.delta_difference_prior))
 
 
 class OneDiffModel(OneDiffPreTrainedModel):

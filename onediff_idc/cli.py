@@ -57,12 +57,26 @@ def data_build(args: argparse.Namespace) -> int:
             resolution=args.resolution,
             num_references=args.references,
             eval_only=args.eval_only,
+            photos=str(Path(args.photos).resolve()) if args.photos else None,
         )
         dataset = build(spec, args.out, num_proc=args.num_proc)
     except (ValueError, FileNotFoundError) as error:
         raise CliError(str(error)) from error
     sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.items())
     print(f"wrote {args.out}: {sizes}")
+    return 0
+
+
+def data_photos(args: argparse.Namespace) -> int:
+    from onediff_idc.processing.debian_photos import prepare
+
+    try:
+        manifest = prepare(args.out, debs=args.debs)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise CliError(str(error)) from error
+    splits = [photo["split"] for photo in manifest["photos"].values()]
+    counts = ", ".join(f"{split} {splits.count(split)}" for split in ("train", "validation", "test"))
+    print(f"wrote {args.out}: {len(splits)} photographs ({counts}); licences in {args.out}/manifest.json")
     return 0
 
 
@@ -249,7 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--references", type=int, default=3, help="reference captions per pair")
     b.add_argument("--num-proc", type=int, default=1, help="worker processes")
     b.add_argument("--eval-only", action="store_true", help="only the validation and test splits (a held-out set)")
+    b.add_argument("--photos", default=None, help="a `onediff data photos` folder: more photographs for photo edits")
     b.set_defaults(func=data_build)
+
+    ph = data.add_parser("photos", help="photographs from Debian's desktop-background packages, for photo edits")
+    ph.add_argument("--out", required=True, help="new folder: <split>/<name>.jpg and manifest.json")
+    ph.add_argument("--debs", default=None, help="folder of the packages' .deb files (default: apt-get download)")
+    ph.set_defaults(func=data_photos)
 
     c = data.add_parser("convert", help="convert a public benchmark from its native layout")
     c.add_argument("name", choices=["clevr-change", "spot-the-diff", "image-editing-request", "birds-to-words"])

@@ -38,6 +38,7 @@ class BuildSpec:
     resolution: int = 224
     num_references: int = 3
     eval_only: bool = False  # only validation and test: a held-out set drawn with a seed never used in training
+    photos: str | None = None  # a `onediff data photos` folder: its photographs join the packages' samples
 
     def __post_init__(self):
         for name in ("scene_pairs", "photo_pairs", "caption_samples"):
@@ -63,7 +64,7 @@ def _sample(args: tuple) -> dict:
         pair = scene_change_pair(rng, change_type, spec.resolution, spec.num_references)
     elif source == "photo-edit":
         change_type = PHOTO_TYPES[index % len(PHOTO_TYPES)]
-        pair = photo_edit_pair(rng, change_type, split, spec.resolution, spec.num_references)
+        pair = photo_edit_pair(rng, change_type, split, spec.resolution, spec.num_references, spec.photos)
     else:
         change_type = ""
         pair = scene_caption_sample(rng, spec.resolution)

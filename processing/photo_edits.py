@@ -9,10 +9,12 @@ training.
 
 import os
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
+from .debian_photos import load_manifest
 from .phrasing import PHOTO_EDIT_TYPES, POSITIONS, SLOTS, write_references
 
 # (package, path inside it) of every colour photograph used; grayscale samples and charts are left out
@@ -65,8 +67,19 @@ def photo_path(name: str) -> str:
 
 
 @cache
-def load_photo(name: str) -> Image.Image:
-    with Image.open(photo_path(name)) as image:
+def photo_names(split: str, photos_dir: str | None = None) -> tuple[str, ...]:
+    """The photographs of `split`: the packages' samples, and those of a `onediff data photos` folder if given."""
+    names = PHOTO_SPLITS[split]
+    if photos_dir is not None:
+        photos = load_manifest(photos_dir)["photos"]
+        names += tuple(sorted(name for name, photo in photos.items() if photo["split"] == split))
+    return names
+
+
+@cache
+def load_photo(name: str, photos_dir: str | None = None) -> Image.Image:
+    path = photo_path(name) if name in PHOTOS else Path(photos_dir) / load_manifest(photos_dir)["photos"][name]["file"]
+    with Image.open(path) as image:
         return image.convert("RGB")
 
 
@@ -195,9 +208,16 @@ def apply_edit(image: Image.Image, edit: str, rng: np.random.Generator) -> tuple
     raise ValueError(f"Unknown photo edit {edit!r}; expected one of {PHOTO_EDIT_TYPES}")
 
 
-def photo_edit_pair(rng: np.random.Generator, edit: str, split: str, size: int, num_references: int = 3) -> dict:
+def photo_edit_pair(
+    rng: np.random.Generator,
+    edit: str,
+    split: str,
+    size: int,
+    num_references: int = 3,
+    photos_dir: str | None = None,
+) -> dict:
     """One before/after pair of a photo of `split`'s photos; `edit` in PHOTO_EDIT_TYPES or "none"."""
-    photo = load_photo(_choice(rng, PHOTO_SPLITS[split]))
+    photo = load_photo(_choice(rng, photo_names(split, photos_dir)), photos_dir)
     before = random_crop(photo, rng, size)
     if edit == "none":
         after, change = before.copy(), {"type": "none"}

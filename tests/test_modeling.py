@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
@@ -337,3 +339,31 @@ def test_model_without_delta_module_sees_only_image_tokens(tmp_path):
     # the images still matter: another after image changes the logits
     other = processor(images=pairs(offset=10), text=PROMPTS, padding=True, return_tensors="pt")
     assert not torch.allclose(model(**batch).logits[:, -1], model(**other).logits[:, -1])
+
+
+def test_difference_prior_points_the_delta_module_at_the_changed_patch():
+    model, processor = tiny_model_and_processor("clip-llama", delta_difference_prior=1.0)
+    scale = model.model.delta_module.difference_prior_scale
+    assert torch.equal(scale.detach(), torch.ones_like(scale))  # initialised from the config
+    before = np.array(random_image(3, size=32))
+    after = before.copy()
+    after[8:16, 16:24] = 255 - after[8:16, 16:24]  # one patch of the 4x4 grid changes
+    pixels = processor(images=[(Image.fromarray(before), Image.fromarray(after))], text=["x"], return_tensors="pt")[
+        "pixel_values"
+    ]
+    identical = processor(images=[(Image.fromarray(before), Image.fromarray(before))], text=["x"], return_tensors="pt")[
+        "pixel_values"
+    ]
+
+    def on_changed_patch(strength: float) -> tuple[float, torch.Tensor]:
+        with torch.no_grad():
+            scale.fill_(strength)
+            maps = model.get_delta_attention_maps(pixels)
+            same = model.get_image_features(identical).delta_hidden_states
+        share = maps.before[0, 1, 2] + maps.after[0, 1, 2] + maps.difference[0, 1, 2]
+        return float(share), same
+
+    off, same_off = on_changed_patch(0.0)
+    on, same_on = on_changed_patch(4.0)
+    assert on > 2 * off  # the changed patch draws more attention with the prior
+    torch.testing.assert_close(same_on, same_off)  # identical images: no |B-A|, no bias at all

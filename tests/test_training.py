@@ -364,3 +364,38 @@ def test_generic_prompt_mix_replaces_a_seeded_share_of_prompts_only(workspace):
     assert sft.mix_in_generic_prompt(pairs, 0.0, seed=0) is pairs
     with pytest.raises(ValueError, match="generic_prompt_fraction"):
         sft.main(sft_args(workspace, workspace / "unused", "--generic_prompt_fraction", "1.5"))
+
+
+def test_learning_curves_score_each_design_and_a_rerun_continues_exactly(workspace, tmp_path):
+    from onediff_idc.train import learning_curve
+
+    model = save_tiny_model(tmp_path / "model", num_delta_queries=12)  # one query per change field
+
+    def run(out: Path, *milestones: int) -> dict:
+        args = ["--base", model, "--data", workspace / "data", "--out", out, "--designs", "baseline", "prior"]
+        args += ["--feature_cache_dir", tmp_path / "features", "--batch_size", "4", "--learning_rate", "3e-3"]
+        return learning_curve.main([str(a) for a in [*args, "--milestones", *milestones]])
+
+    def without_times(curves: dict) -> dict:
+        return {
+            name: [{k: v for k, v in p.items() if k != "train_seconds"} for p in points]
+            for name, points in curves.items()
+        }
+
+    straight = run(tmp_path / "straight", 8, 16)
+    assert set(straight) == {"baseline", "prior"}
+    for points in straight.values():
+        assert [p["pairs_seen"] for p in points] == [8, 16]
+        assert all(0 <= p[s]["exact"] <= 1 and p[s]["pairs"] > 0 for p in points for s in learning_curve.SOURCES)
+    record = json.loads((tmp_path / "straight" / "curves.json").read_text())
+    assert record["designs"]["prior"] == {"delta_difference_prior": 1.0}
+    assert (tmp_path / "straight" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    # stopped after the first milestone, then continued: the same curve and the same delta module
+    run(tmp_path / "resumed", 8)
+    assert without_times(run(tmp_path / "resumed", 8, 16)) == without_times(straight)
+    for name in straight:
+        first, second = (
+            torch.load(p / name / "state.pt", weights_only=False) for p in (tmp_path / "straight", tmp_path / "resumed")
+        )
+        assert all(torch.equal(first["delta_module"][k], second["delta_module"][k]) for k in first["delta_module"])

@@ -1,0 +1,229 @@
+"""Learning curves of delta-module designs on the cheap proxy: change supervision, no language model.
+
+    python train/learning_curve.py --base ~/.cache/onediff/default-base --data runs/curve-data \
+        --out docs/curves --designs baseline prior --milestones 1000 3000 10000 20000
+
+Each design is the base checkpoint with a few delta-module settings changed (`DESIGNS`). It trains the delta module
+and one linear head per change field (train/pretrain_delta.py's heads) on the cached frozen DINOv2 features of the
+training pairs, in fresh random order, at a constant learning rate, and at every milestone of pairs seen scores the
+validation pairs: every-field-right accuracy for scene changes and photo edits separately. `curves.json` gathers the
+points and `curves.png` plots them. A design's state is saved at every milestone (and every `--save_minutes`), and a
+rerun continues where it stopped, so a long curve can span several sessions.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+from onediff_idc.processing.schema import load_diffcap
+from onediff_idc.train.pretrain_delta import (
+    ChangeHeads,
+    cache_features,
+    change_labels,
+    delta_queries,
+    label_matrix,
+    score_fields,
+)
+
+# Delta-module settings of each candidate; everything else is the base checkpoint's.
+DESIGNS = {
+    "baseline": {},
+    "prior": {"delta_difference_prior": 1.0},  # cross-attention biased towards the patches that changed
+    "q32": {"num_delta_queries": 32},
+    "prior-q32": {"delta_difference_prior": 1.0, "num_delta_queries": 32},
+}
+SOURCES = ("scene-change", "photo-edit")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", required=True, help="OneDiff checkpoint the designs start from")
+    parser.add_argument("--data", required=True, help="generated DiffCap folder (onediff data build)")
+    parser.add_argument("--out", required=True, help="curves.json, curves.png and one state folder per design")
+    parser.add_argument("--designs", nargs="+", default=["baseline", "prior"], choices=sorted(DESIGNS))
+    parser.add_argument("--milestones", nargs="+", type=int, default=[1000, 3000, 10000], help="pairs seen")
+    parser.add_argument("--feature_cache_dir", default=None, help="cached tower features (default: OUT/features)")
+    parser.add_argument("--batch_size", type=int, default=32, help="pairs per step")
+    parser.add_argument("--learning_rate", type=float, default=5e-4, help="constant after a short warm-up")
+    parser.add_argument("--max_eval_pairs", type=int, default=600, help="validation pairs scored per milestone")
+    parser.add_argument("--save_minutes", type=float, default=10.0, help="also save a design's state this often")
+    parser.add_argument("--stop_after_minutes", type=float, default=None, help="save and stop after this long")
+    parser.add_argument("--seed", type=int, default=0, help="heads' initialisation and the order of the pairs")
+    args = parser.parse_args(argv)
+    if sorted(args.milestones) != args.milestones or args.milestones[0] < args.batch_size:
+        parser.error("--milestones must rise and start at >= --batch_size pairs")
+    return args
+
+
+def load_design(base: str, overrides: dict) -> OneDiffForConditionalGeneration:
+    # a different number of queries changes the shape of the learned queries: those start fresh
+    model = OneDiffForConditionalGeneration.from_pretrained(base, ignore_mismatched_sizes=True, **overrides)
+    model.requires_grad_(False)
+    model.model.delta_module.requires_grad_(True)
+    return model
+
+
+def run_design(name: str, args, data, features, labels, vocab, started: float) -> list[dict]:
+    state_path = Path(args.out) / name / "state.pt"
+    torch.manual_seed(args.seed)
+    model = load_design(args.base, DESIGNS[name])
+    heads = ChangeHeads(vocab, model.config.delta_hidden_size, model.config.num_delta_queries)
+    trainable = [*model.model.delta_module.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=0.01)
+    warmup = 20
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    points, seen, seconds = [], 0, 0.0
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        model.model.delta_module.load_state_dict(state["delta_module"])
+        heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        points, seen, seconds = state["points"], state["seen"], state["seconds"]
+    if seen >= args.milestones[-1]:
+        return points
+
+    def save() -> None:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "delta_module": model.model.delta_module.state_dict(),
+            "heads": heads.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "points": points,
+            "seen": seen,
+            "seconds": seconds,
+        }
+        torch.save(state, state_path.with_suffix(".tmp"))
+        state_path.with_suffix(".tmp").replace(state_path)  # a kill never leaves half a state
+
+    train_labels, (eval_features, eval_labels, eval_sources) = torch.from_numpy(labels["train"]), data["eval"]
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    num_train = len(labels["train"])
+    bar = tqdm(total=args.milestones[-1], initial=seen, desc=f"curve {name}", unit="pair", mininterval=30)
+    last_save = time.perf_counter()
+    model.train()
+    while seen < args.milestones[-1]:
+        # pairs in a fresh random order every pass; position `seen` fixes the batch, so a resumed run continues exactly
+        epoch, offset = divmod(seen, num_train)
+        order = np.random.default_rng([args.seed, epoch]).permutation(num_train)
+        indices = order[offset : offset + args.batch_size]
+        step_start = time.perf_counter()
+        queries = delta_queries(model, features, indices)
+        targets = train_labels[indices]
+        loss = sum(loss_fn(lg, targets[:, k]) for k, lg in enumerate(heads(queries)) if (targets[:, k] != -100).any())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        seen += len(indices)
+        seconds += time.perf_counter() - step_start
+        bar.update(len(indices))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        reached = [m for m in args.milestones if seen - len(indices) < m <= seen]
+        if reached:
+            scores = score_by_source(model, heads, eval_features, eval_labels, eval_sources, args.batch_size)
+            points.append({"pairs_seen": seen, "train_seconds": round(seconds, 1), **scores})
+            bar.write(f"{name} @ {seen} pairs: " + ", ".join(f"{s} {scores[s]['exact']:.3f}" for s in SOURCES))
+            save()
+            last_save = time.perf_counter()
+        elif time.perf_counter() - last_save > args.save_minutes * 60:
+            save()
+            last_save = time.perf_counter()
+        if args.stop_after_minutes is not None and time.perf_counter() - started > args.stop_after_minutes * 60:
+            save()
+            break
+    bar.close()
+    return points
+
+
+def score_by_source(model, heads, features, labels, sources, batch_size: int) -> dict:
+    model.eval()
+    predictions = []
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            queries = delta_queries(model, features, np.arange(start, min(start + batch_size, len(labels))))
+            predictions.append(torch.stack([lg.argmax(-1) for lg in heads(queries)], dim=1).numpy())
+    model.train()
+    predictions = np.concatenate(predictions)
+    scores = {}
+    for source in SOURCES:
+        rows = np.array([s == source for s in sources])
+        report = score_fields(predictions[rows], labels[rows], [source] * int(rows.sum()), heads.fields)
+        scores[source] = {"exact": report["exact"], "pairs": report["pairs"], "fields": report["fields"]}
+    return scores
+
+
+def plot(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for index, (name, points) in enumerate(curves.items()):
+        color = f"C{index}"
+        for source, style in zip(SOURCES, ("-", "--")):
+            xs = [p["pairs_seen"] for p in points]
+            axis.plot(
+                xs, [p[source]["exact"] for p in points], style, marker="o", color=color, label=f"{name}: {source}"
+            )
+    axis.axhline(0.8, color="grey", linewidth=0.8, linestyle=":", label="bar (80%)")
+    axis.set_xscale("log")
+    axis.set_xlabel("training pairs seen")
+    axis.set_ylabel("validation pairs with every change field right")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = load_diffcap(args.data, splits=("train", "validation"))
+    train = splits["train"].filter(lambda change: bool(change), input_columns="change")
+    vocab, train_labels = change_labels(train["change"])
+    validation = splits["validation"]
+    known = [all(str(v) in vocab.get(k, ()) for k, v in json.loads(c).items()) for c in validation["change"]]
+    validation = validation.select([i for i, ok in enumerate(known) if ok][: args.max_eval_pairs])
+    eval_labels = label_matrix([json.loads(c) for c in validation["change"]], vocab)
+
+    # every design reads the same frozen tower and layers, so one feature cache serves them all
+    base = OneDiffForConditionalGeneration.from_pretrained(args.base)
+    processor = OneDiffProcessor.from_pretrained(args.base)
+    cache = Path(args.feature_cache_dir) if args.feature_cache_dir else out / "features"
+    features = cache_features(base, processor, train, cache / "train.npy", 16)
+    eval_features = cache_features(base, processor, validation, cache / "validation.npy", 16)
+    del base
+
+    data = {"eval": (eval_features, eval_labels, validation["source"])}
+    labels = {"train": train_labels}
+    results_path = out / "curves.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for name in args.designs:
+        results[name] = run_design(name, args, data, features, labels, vocab, started)
+        record = {"designs": DESIGNS, "train_pairs": len(train), "eval_pairs": len(validation), **results}
+        results_path.write_text(json.dumps(record, indent=1) + "\n")
+        results = {k: v for k, v in record.items() if k in DESIGNS}
+        if args.stop_after_minutes is not None and time.perf_counter() - started > args.stop_after_minutes * 60:
+            break
+    plot({k: v for k, v in results.items() if v}, out / "curves.png")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
