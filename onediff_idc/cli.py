@@ -15,17 +15,15 @@ class CliError(Exception):
 
 
 def caption(args: argparse.Namespace) -> int:
-    if args.model is None:
-        from onediff_idc.default_model import default_model_dir
-        from onediff_idc.towers import TowerError
-
-        try:
-            args.model = str(default_model_dir())
-        except (RuntimeError, TowerError) as error:
-            raise CliError(str(error)) from error
+    many = args.pairs is not None or args.before_dir is not None or args.after_dir is not None
+    if many:
+        return caption_many(args)
+    if args.before is None or args.after is None:
+        raise CliError("give BEFORE and AFTER images, or --pairs FILE, or --before-dir and --after-dir (with --out)")
     for role, image in (("before", args.before), ("after", args.after)):
         if not Path(image).is_file():
             raise CliError(f"{role} image not found: {image}")
+    args.model = _model_dir(args.model)
     from onediff_idc.checkpoints import load_pipeline
 
     try:
@@ -42,6 +40,66 @@ def caption(args: argparse.Namespace) -> int:
     else:
         print(result["generated_text"])
     return 0
+
+
+def _model_dir(model: str | None) -> str:
+    if model is not None:
+        return model
+    from onediff_idc.default_model import default_model_dir
+    from onediff_idc.towers import TowerError
+
+    try:
+        return str(default_model_dir())
+    except (RuntimeError, TowerError) as error:
+        raise CliError(str(error)) from error
+
+
+def caption_many(args: argparse.Namespace) -> int:
+    from onediff_idc import batch_caption
+
+    if args.before is not None or args.after is not None:
+        raise CliError("give either BEFORE AFTER or --pairs / --before-dir --after-dir, not both")
+    if args.out is None:
+        raise CliError("captioning many pairs needs --out OUT.jsonl (or .csv with --format csv)")
+    if (args.before_dir is None) != (args.after_dir is None):
+        raise CliError("--before-dir and --after-dir go together")
+    if args.pairs is not None and args.before_dir is not None:
+        raise CliError("give --pairs or --before-dir/--after-dir, not both")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        if args.pairs is not None:
+            pairs, early_errors = batch_caption.read_manifest(args.pairs), []
+        else:
+            pairs, early_errors = batch_caption.pair_folders(args.before_dir, args.after_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise CliError(str(error)) from error
+
+    def pipe_factory():  # only built when some pair is left to caption
+        from onediff_idc.checkpoints import load_pipeline
+
+        try:
+            return load_pipeline(_model_dir(args.model), args.device)
+        except ValueError as error:
+            raise CliError(str(error)) from error
+
+    counts = batch_caption.caption_pairs(
+        pipe_factory,
+        pairs,
+        args.out,
+        fmt=args.format,
+        batch_size=args.batch_size,
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        early_errors=early_errors,
+    )
+    errors = batch_caption.errors_path(Path(args.out))
+    failed = counts["failed"] + counts["failed_earlier"]
+    print(
+        f"{counts['captioned']} captioned, {counts['failed']} failed, {counts['skipped']} captioned earlier, "
+        f"{counts['failed_earlier']} failed earlier -> {args.out}" + (f" (failures: {errors})" if failed else "")
+    )
+    return 1 if failed else 0
 
 
 def data_build(args: argparse.Namespace) -> int:
@@ -230,9 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("caption", help="say what changed between two images")
-    p.add_argument("before", help="path of the before image")
-    p.add_argument("after", help="path of the after image")
+    p = commands.add_parser("caption", help="say what changed between two images (or many pairs)")
+    p.add_argument("before", nargs="?", help="path of the before image")
+    p.add_argument("after", nargs="?", help="path of the after image")
+    p.add_argument("--pairs", help="CSV or JSONL of pairs: before, after (relative to the file), optional id, prompt")
+    p.add_argument("--before-dir", help="folder of before images, paired by file name with --after-dir")
+    p.add_argument("--after-dir", help="folder of after images")
+    p.add_argument("--out", help="results file for many pairs (resumed if it exists); failures: OUT.errors.jsonl")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="format of --out")
+    p.add_argument("--batch-size", type=int, default=8, help="pairs per generation batch")
     p.add_argument("--model", help="OneDiff checkpoint folder (save_pretrained output)")
     p.add_argument("--prompt", default=None, help="instruction given with the images")
     p.add_argument("--max-new-tokens", type=int, default=64, help="length limit of the caption, in tokens")

@@ -8,6 +8,7 @@ import sys
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -399,3 +400,47 @@ def test_learning_curves_score_each_design_and_a_rerun_continues_exactly(workspa
             torch.load(p / name / "state.pt", weights_only=False) for p in (tmp_path / "straight", tmp_path / "resumed")
         )
         assert all(torch.equal(first["delta_module"][k], second["delta_module"][k]) for k in first["delta_module"])
+
+
+def test_global_difference_probe_reports_every_layer_set(workspace, tmp_path):
+    from onediff_idc.train import probe_global_difference
+
+    report = probe_global_difference.main(
+        ["--base", str(workspace / "tiny-model"), "--data", str(workspace / "data"), "--out", str(tmp_path / "p.json")]
+    )
+    assert json.loads((tmp_path / "p.json").read_text()) == report
+    assert set(report["layer_sets"]) == {"0"}  # the tiny tower has 3 layers: only layer 0 of the sets fits
+    assert 0 <= report["layer_sets"]["0"]["exact"] <= 1 and report["validation_pairs"] > 0
+
+
+def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp_path):
+    from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+    from onediff_idc.processing.schema import load_diffcap
+
+    model = OneDiffForConditionalGeneration.from_pretrained(workspace / "tiny-model")
+    processor = OneDiffProcessor.from_pretrained(workspace / "tiny-model")
+    train = load_diffcap(workspace / "data", splits=("train",))["train"]
+    straight = np.array(pretrain_delta.cache_features(model, processor, train, tmp_path / "a" / "train.npy", 4))
+
+    class Interrupted:  # the dataset as cache_features reads it, stopping (like a kill) at its fifth batch
+        _fingerprint, reads = train._fingerprint, []
+
+        def __len__(self):
+            return len(train)
+
+        def __getitem__(self, key):
+            self.reads.append(key)
+            if isinstance(key, slice) and len([r for r in self.reads if isinstance(r, slice)]) == 5:
+                raise KeyboardInterrupt
+            return train[key]
+
+    target = tmp_path / "b" / "train.npy"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_delta.cache_features(model, processor, Interrupted(), target, 4, save_every=2)
+    assert not target.exists() and json.loads(target.with_name("train.partial.json").read_text())["rows_done"] == 16
+    resumed = Interrupted()
+    resumed.reads = [slice(0)] * 10  # no second interruption
+    cached = pretrain_delta.cache_features(model, processor, resumed, target, 4, save_every=2)
+    assert [r.start for r in resumed.reads[10:] if isinstance(r, slice)][0] == 16  # continued, did not start over
+    assert np.array_equal(np.asarray(cached), straight)
+    assert not target.with_name("train.partial.json").exists()

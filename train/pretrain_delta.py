@@ -148,10 +148,11 @@ class WordTargets:
         )
 
 
-def cache_features(model, processor, dataset, path: Path, batch_size: int) -> np.ndarray:
+def cache_features(model, processor, dataset, path: Path, batch_size: int, save_every: int = 20) -> np.ndarray:
     """Patch features of `delta_feature_layers` for both images of every pair: `(pairs, 2, layers, patches, width)`.
 
-    Reused when the same vision tower, layers and rows made it (a fingerprint sits beside the array)."""
+    Reused when the same vision tower, layers and rows made it (a fingerprint sits beside the array). An interrupted
+    caching continues from its last save (every `save_every` batches) instead of starting over."""
     layers = model.config.resolved_delta_feature_layers
     vision = model.model.vision_tower
     digest = hashlib.sha256()
@@ -180,13 +181,30 @@ def cache_features(model, processor, dataset, path: Path, batch_size: int) -> np
     first = encode([dataset[0]["images"]])
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.npy")
-    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(dataset), *first.shape[1:]))
-    for start in tqdm(range(0, len(dataset), batch_size), desc=f"caching vision features ({path.stem})"):
+    progress = path.with_name(path.stem + ".partial.json")  # rows written so far: an interrupted caching resumes
+    shape = (len(dataset), *first.shape[1:])
+    done = 0
+    if partial.is_file() and progress.is_file():
+        state = json.loads(progress.read_text())
+        if state.get("fingerprint") == fingerprint and tuple(state.get("shape", ())) == shape:
+            done = int(state["rows_done"])
+    if done:
+        array = np.load(partial, mmap_mode="r+")
+    else:
+        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape)
+    starts = range(done, len(dataset), batch_size)
+    for count, start in enumerate(tqdm(starts, desc=f"caching vision features ({path.stem})", mininterval=30), 1):
         rows = dataset[start : start + batch_size]["images"]
         array[start : start + len(rows)] = encode(rows)
+        if count % save_every == 0:
+            array.flush()  # the rows reach the disk before the progress file says so
+            state = {"fingerprint": fingerprint, "shape": shape, "rows_done": start + len(rows)}
+            progress.with_suffix(".tmp").write_text(json.dumps(state))
+            progress.with_suffix(".tmp").replace(progress)
     array.flush()
     del array
     partial.replace(path)  # only a complete array gets the final name
+    progress.unlink(missing_ok=True)
     meta.write_text(json.dumps({"fingerprint": fingerprint, "layers": layers}) + "\n")
     return np.load(path, mmap_mode="r")
 
