@@ -441,6 +441,6 @@ def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp
     resumed = Interrupted()
     resumed.reads = [slice(0)] * 10  # no second interruption
     cached = pretrain_delta.cache_features(model, processor, resumed, target, 4, save_every=2)
-    assert [r.start for r in resumed.reads[10:] if isinstance(r, slice)][0] == 16  # continued, did not start over
+    assert next(r.start for r in resumed.reads[10:] if isinstance(r, slice)) == 16  # continued, did not start over
     assert np.array_equal(np.asarray(cached), straight)
     assert not target.with_name("train.partial.json").exists()
