@@ -7,8 +7,9 @@ Each design is the base checkpoint with a few delta-module settings changed (`DE
 and one linear head per change field (train/pretrain_delta.py's heads) on the cached frozen DINOv2 features of the
 training pairs, in fresh random order, at a constant learning rate, and at every milestone of pairs seen scores the
 validation pairs: every-field-right accuracy for scene changes and photo edits separately. `curves.json` gathers the
-points and `curves.png` plots them. A design's state is saved at every milestone (and every `--save_minutes`), and a
-rerun continues where it stopped, so a long curve can span several sessions.
+points and `curves.png` plots them. The designs advance milestone by milestone together; a design's state is saved at
+every milestone (and every `--save_minutes`), and a rerun continues where it stopped, so a long curve can span
+several sessions.
 """
 
 import argparse
@@ -71,7 +72,8 @@ def load_design(base: str, overrides: dict) -> OneDiffForConditionalGeneration:
     return model
 
 
-def run_design(name: str, args, data, features, labels, vocab, started: float) -> list[dict]:
+def run_design(name: str, args, data, features, labels, vocab, started: float, until: int) -> list[dict]:
+    """Trains design `name` from its saved state (if any) until `until` pairs seen; returns its curve so far."""
     state_path = Path(args.out) / name / "state.pt"
     torch.manual_seed(args.seed)
     model = load_design(args.base, DESIGNS[name])
@@ -88,7 +90,7 @@ def run_design(name: str, args, data, features, labels, vocab, started: float) -
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         points, seen, seconds = state["points"], state["seen"], state["seconds"]
-    if seen >= args.milestones[-1]:
+    if seen >= until:
         return points
 
     def save() -> None:
@@ -108,10 +110,10 @@ def run_design(name: str, args, data, features, labels, vocab, started: float) -
     train_labels, (eval_features, eval_labels, eval_sources) = torch.from_numpy(labels["train"]), data["eval"]
     loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
     num_train = len(labels["train"])
-    bar = tqdm(total=args.milestones[-1], initial=seen, desc=f"curve {name}", unit="pair", mininterval=30)
+    bar = tqdm(total=until, initial=seen, desc=f"curve {name}", unit="pair", mininterval=30)
     last_save = time.perf_counter()
     model.train()
-    while seen < args.milestones[-1]:
+    while seen < until:
         # pairs in a fresh random order every pass; position `seen` fixes the batch, so a resumed run continues exactly
         epoch, offset = divmod(seen, num_train)
         order = np.random.default_rng([args.seed, epoch]).permutation(num_train)
@@ -214,14 +216,20 @@ def main(argv: list[str] | None = None) -> dict:
     labels = {"train": train_labels}
     results_path = out / "curves.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    for name in args.designs:
-        results[name] = run_design(name, args, data, features, labels, vocab, started)
-        record = {"designs": DESIGNS, "train_pairs": len(train), "eval_pairs": len(validation), **results}
-        results_path.write_text(json.dumps(record, indent=1) + "\n")
-        results = {k: v for k, v in record.items() if k in DESIGNS}
-        if args.stop_after_minutes is not None and time.perf_counter() - started > args.stop_after_minutes * 60:
+    # milestone by milestone across the designs, so that an early stop still compares them all at equal budget
+    out_of_time = False
+    for milestone in args.milestones:
+        for name in args.designs:
+            results[name] = run_design(name, args, data, features, labels, vocab, started, milestone)
+            record = {"designs": DESIGNS, "train_pairs": len(train), "eval_pairs": len(validation), **results}
+            results_path.write_text(json.dumps(record, indent=1) + "\n")
+            results = {k: v for k, v in record.items() if k in DESIGNS}
+            plot({k: v for k, v in results.items() if v}, out / "curves.png")
+            if args.stop_after_minutes is not None and time.perf_counter() - started > args.stop_after_minutes * 60:
+                out_of_time = True
+                break
+        if out_of_time:
             break
-    plot({k: v for k, v in results.items() if v}, out / "curves.png")
     return results
 
 
