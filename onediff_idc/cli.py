@@ -199,6 +199,17 @@ def setup_command(args: argparse.Namespace) -> int:
 
 
 def bench_command(args: argparse.Namespace) -> int:
+    if args.caption_path:
+        from onediff_idc import bench_caption
+
+        try:
+            report = bench_caption.caption_path_bench(_model_dir(args.model), repeats=args.repeats)
+        except (ValueError, FileNotFoundError) as error:
+            raise CliError(str(error)) from error
+        print(bench_caption.markdown(report))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        return 0
     from onediff_idc.bench import markdown_table, run_bench
 
     try:
@@ -393,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     bench.add_argument("--no-cache-throughput", action="store_true", help="also batch throughput without KV cache")
     bench.add_argument("--out", default=None, help="JSON file for the full report")
+    bench.add_argument(
+        "--caption-path",
+        action="store_true",
+        help="instead: cold `onediff caption` vs the import floor, and pipeline pairs/s at batch 1/8/16",
+    )
+    bench.add_argument("--model", default=None, help="with --caption-path: checkpoint (default: the default model)")
     bench.set_defaults(func=bench_command)
     return parser
 

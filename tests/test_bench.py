@@ -42,3 +42,16 @@ def test_bench_tiny_writes_a_complete_report(tmp_path, capsys):
 def test_bench_refuses_what_this_machine_cannot_run(capsys, argv, message):
     assert main(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_caption_path_bench_reports_cold_start_floor_and_batch_throughput(tmp_path):
+    from tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "model")
+    out = tmp_path / "caption-path.json"
+    assert main(["bench", "--caption-path", "--model", str(model), "--repeats", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["cold_caption_seconds"] > report["import_floor_seconds"] > 0  # a caption costs more than imports
+    assert report["cold_over_floor"] == round(report["cold_caption_seconds"] / report["import_floor_seconds"], 2)
+    assert set(report["pairs_per_second"]) == {"batch_1", "batch_8", "batch_16"}
+    assert all(rate > 0 for rate in report["pairs_per_second"].values())
