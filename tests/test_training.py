@@ -265,6 +265,7 @@ def test_the_default_models_recipes_parse_chain_and_are_listed_in_order_in_the_r
         assert start == f"{previous_output}/final"
     assert f"export --from {steps[-1][2]}" in readme
     assert "bash train/configs/default/ablations.sh" in readme
+    assert "bash train/configs/default/curves.sh" in readme
 
 
 def test_sft_loss_falls_when_overfitting_a_fixed_batch(workspace, tmp_path):
