@@ -82,6 +82,10 @@ class OneDiffConfig(PreTrainedConfig):
             Tells the delta module where to look: every cross-attention logit on a patch gets `s_h * log1p(r)`, where
             `r` is the patch's |B-A| over the mean |B-A| of its layer (raw tower features) and `s_h` a learned scale per
             head starting at this value. 0 disables the prior (no parameter, the module as the paper describes it).
+        delta_global_difference (`bool`, *optional*, defaults to `False`):
+            Adds one context token per delta feature layer holding that layer's global change: the mean of B-A, the
+            mean of |B-A| and the change of each channel's spread over the patches (layer-normed, projected). Global
+            photo edits (brightness, blur, a colour cast) live there, not in any single patch.
         delta_attention_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the delta module's attention probabilities.
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
@@ -130,6 +134,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_hidden_act: str = "gelu"
     delta_layer_norm_eps: float = 1e-6
     delta_difference_prior: float = 0.0
+    delta_global_difference: bool = False
     delta_attention_dropout: float = 0.0
     projector_hidden_act: str = "gelu"
     image_token_id: int | None = None
@@ -187,6 +192,8 @@ class OneDiffConfig(PreTrainedConfig):
             raise ValueError(f"`delta_use_difference` must be a bool, got {self.delta_use_difference!r}")
         if isinstance(self.delta_difference_prior, bool) or not isinstance(self.delta_difference_prior, (int, float)):
             raise ValueError(f"`delta_difference_prior` must be a number, got {self.delta_difference_prior!r}")
+        if not isinstance(self.delta_global_difference, bool):
+            raise ValueError(f"`delta_global_difference` must be a bool, got {self.delta_global_difference!r}")
         if not 0.0 <= self.delta_attention_dropout < 1.0:
             raise ValueError(f"`delta_attention_dropout` must be in [0, 1), got {self.delta_attention_dropout!r}")
         for name in ("image_token_id", "delta_token_id"):

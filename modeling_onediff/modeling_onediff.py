@@ -144,7 +144,8 @@ class OneDiffCausalLMOutputWithPast(CausalLMOutputWithPast):
 class OneDiffDeltaAttentionMaps(ModelOutput):
     r"""
     Where the Visual Delta Module looked, averaged over cross-attention blocks, heads, queries and feature layers.
-    Each map holds the share of attention that went to each patch; `before + after + difference` sums to 1.
+    Each map holds the share of attention that went to each patch; `before + after + difference` sums to 1 (less the
+    share on the global tokens, with `delta_global_difference`).
 
     before (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): attention on the before image.
     after (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): attention on the after image.
@@ -308,6 +309,10 @@ class OneDiffVisualDeltaModule(nn.Module):
             ]
         )
         self.final_norm = nn.LayerNorm(width, eps=config.delta_layer_norm_eps)
+        self.global_norm = self.global_projection = None
+        if config.delta_global_difference:
+            self.global_norm = nn.LayerNorm(3 * vision_size, eps=config.delta_layer_norm_eps)
+            self.global_projection = nn.Linear(3 * vision_size, width)
         self.difference_prior_scale = None
         if config.delta_difference_prior:
             self.difference_prior_scale = nn.Parameter(torch.zeros(config.delta_num_attention_heads))
@@ -322,6 +327,8 @@ class OneDiffVisualDeltaModule(nn.Module):
         magnitude = (after.float() - before.float()).norm(dim=-1)  # (B, L, N)
         relative = magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
         prior = torch.log1p(relative).unsqueeze(2).expand(-1, -1, self.num_roles, -1).flatten(1)  # (B, L*R*N)
+        if self.global_projection is not None:  # no prior on the global tokens
+            prior = torch.cat([prior, prior.new_zeros(prior.shape[0], self.num_feature_layers)], dim=1)
         scale = self.difference_prior_scale.float()
         return (scale[None, :, None, None] * prior[:, None, None, :]).to(before.dtype)
 
@@ -334,8 +341,9 @@ class OneDiffVisualDeltaModule(nn.Module):
                 `(batch_size, num_patches, vision_hidden_size)`.
 
         Returns:
-            context of shape `(batch_size, num_layers * num_roles * num_patches, delta_hidden_size)` and the difference
-            features of shape `(batch_size, num_layers, num_patches, delta_hidden_size)` (or `None`).
+            context of shape `(batch_size, num_layers * num_roles * num_patches [+ num_layers], delta_hidden_size)` (the
+            global tokens last, with `delta_global_difference`) and the difference features of shape
+            `(batch_size, num_layers, num_patches, delta_hidden_size)` (or `None`).
         """
         if len(before_features) != self.num_feature_layers or len(after_features) != self.num_feature_layers:
             raise ValueError(
@@ -352,7 +360,14 @@ class OneDiffVisualDeltaModule(nn.Module):
         context = torch.stack(roles, dim=2)  # (B, L, R, N, D)
         context = context + self.role_embeddings[None, None, :, None, :]
         context = context + self.layer_embeddings[None, :, None, None, :]
-        return context.flatten(1, 3), difference
+        context = context.flatten(1, 3)
+        if self.global_projection is not None:
+            raw_before, raw_after = torch.stack(before_features, dim=1), torch.stack(after_features, dim=1)
+            change = raw_after - raw_before  # (B, L, N, Dv)
+            statistics = torch.cat([change.mean(2), change.abs().mean(2), raw_after.std(2) - raw_before.std(2)], -1)
+            global_tokens = self.global_projection(self.global_norm(statistics)) + self.layer_embeddings[None]
+            context = torch.cat([context, global_tokens], dim=1)  # (B, L*R*N + L, D)
+        return context, difference
 
     def forward(
         self,
@@ -694,7 +709,8 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         grid_height, grid_width = (int(x) for x in visual.patch_grid)
         module = self.model.delta_module
         maps = torch.stack(visual.delta_cross_attentions, dim=1)  # (B, blocks, heads, Q, L*R*N)
-        maps = maps.float().mean(dim=(1, 2, 3))  # (B, L*R*N)
+        maps = maps.float().mean(dim=(1, 2, 3))  # (B, L*R*N [+ L global tokens])
+        maps = maps[:, : module.num_feature_layers * module.num_roles * grid_height * grid_width]
         maps = maps.unflatten(1, (module.num_feature_layers, module.num_roles, grid_height, grid_width))
         maps = maps.sum(dim=1)  # (B, R, h, w): attention mass per role and patch, summed over feature layers
         return OneDiffDeltaAttentionMaps(

@@ -367,3 +367,34 @@ def test_difference_prior_points_the_delta_module_at_the_changed_patch():
     on, same_on = on_changed_patch(4.0)
     assert on > 2 * off  # the changed patch draws more attention with the prior
     torch.testing.assert_close(same_on, same_off)  # identical images: no |B-A|, no bias at all
+
+
+def test_global_difference_tokens_carry_each_layers_global_change():
+    model, processor = tiny_model_and_processor("clip-llama", delta_global_difference=True, delta_difference_prior=1.0)
+    module = model.model.delta_module
+    layers = len(model.config.delta_feature_layers)
+
+    def context(before, after):
+        pixels = processor(images=[(before, after)], text=["x"], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            hidden = model.model.vision_tower(pixels.flatten(0, 1), output_hidden_states=True).hidden_states
+        features = [hidden[i][:, 1:] for i in model.config.resolved_delta_feature_layers]  # no CLS
+        built, _ = module.build_context([f[:1] for f in features], [f[1:] for f in features])
+        return built, module.difference_prior([f[:1] for f in features], [f[1:] for f in features])
+
+    same_a, prior_a = context(random_image(1, 32), random_image(1, 32))
+    same_b, _ = context(random_image(2, 32), random_image(2, 32))
+    brighter, prior = context(random_image(1, 32), Image.eval(random_image(1, 32), lambda v: min(255, v + 60)))
+    assert same_a.shape[1] == layers * 3 * 16 + layers  # A, B, B-A of 16 patches per layer, then one token per layer
+    torch.testing.assert_close(same_a[:, -layers:], same_b[:, -layers:])  # no change: the same global tokens
+    assert not torch.allclose(brighter[:, -layers:], same_a[:, -layers:], atol=1e-3)
+    assert prior.shape[-1] == same_a.shape[1] and (prior[..., -layers:] == 0).all() and (prior_a == 0).all()
+    # end to end: it trains (every new parameter gets a gradient) and its attention maps keep the patch grid
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+    model.train()
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert module.global_projection.weight.grad is not None and module.global_norm.weight.grad is not None
+    maps = model.get_delta_attention_maps(batch["pixel_values"])
+    assert (
+        maps.before.shape == (2, 4, 4) and float((maps.before + maps.after + maps.difference).sum(dim=(1, 2)).max()) < 1
+    )

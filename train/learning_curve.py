@@ -38,6 +38,8 @@ from onediff_idc.train.pretrain_delta import (
 DESIGNS = {
     "baseline": {},
     "prior": {"delta_difference_prior": 1.0},  # cross-attention biased towards the patches that changed
+    "global": {"delta_global_difference": True},  # one token per layer with its global change (photo edits)
+    "prior-global": {"delta_difference_prior": 1.0, "delta_global_difference": True},
     "q32": {"num_delta_queries": 32},
     "prior-q32": {"delta_difference_prior": 1.0, "num_delta_queries": 32},
 }
