@@ -11,7 +11,6 @@ covered by `tests/test_generation_paths.py`.
 
 import importlib
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,6 +22,16 @@ import transformers
 
 GENERATION_TESTS_ENV = "ONEDIFF_TRANSFORMERS_GENERATION_TESTS"
 EMPTY_MIXIN = '"""Not in transformers\' source distribution: {what}."""\n\n\nclass {name}:\n    pass\n'
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomic and idempotent: pytest-xdist workers collect this module at the same time."""
+    if path.is_file() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def _cache_root() -> Path:
@@ -37,8 +46,7 @@ def _download_common_tests(version: str, target: Path) -> None:
         with tarfile.open(sdist) as archive:
             member = archive.getmember(f"transformers-{version}/tests/test_modeling_common.py")
             source = archive.extractfile(member).read()
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "test_modeling_common.py").write_bytes(source)
+    _write(target / "test_modeling_common.py", source)
 
 
 def load_common_tests() -> tuple[ModuleType, bool]:
@@ -56,22 +64,17 @@ def load_common_tests() -> tuple[ModuleType, bool]:
             _download_common_tests(version, folder)
         except (subprocess.SubprocessError, OSError, KeyError, ValueError) as error:
             raise RuntimeError(f"could not download transformers=={version}'s source distribution: {error}") from error
-    (folder / "__init__.py").touch()
-    for sub, name, what in (
-        ("exporters", "ExportTesterMixin", "the torch.export suite, not run"),
-        ("generation", "GenerationTesterMixin", f"the generation suite; set {GENERATION_TESTS_ENV} to run it"),
+    _write(folder / "__init__.py", b"")
+    for sub, module, name, what in (
+        ("exporters", "test_export.py", "ExportTesterMixin", "the torch.export suite, not run"),
+        ("generation", "test_utils.py", "GenerationTesterMixin", f"the generation suite; set {GENERATION_TESTS_ENV}"),
     ):
-        (folder / sub).mkdir(exist_ok=True)
-        (folder / sub / "__init__.py").touch()
-        (folder / sub / "test_export.py" if sub == "exporters" else folder / sub / "test_utils.py").write_text(
-            EMPTY_MIXIN.format(name=name, what=what)
-        )
+        _write(folder / sub / "__init__.py", b"")
+        _write(folder / sub / module, EMPTY_MIXIN.format(name=name, what=what).encode())
     if generation_tests:
-        shutil.copyfile(generation_tests, folder / "generation" / "test_utils.py")
-        # the generation suite imports its sibling test modules' helpers: empty stand-ins would hide real failures
+        # the real suite, with its sibling test modules (their helpers; empty stand-ins would hide real failures)
         for sibling in Path(generation_tests).parent.glob("*.py"):
-            if sibling.name != "test_utils.py":
-                shutil.copyfile(sibling, folder / "generation" / sibling.name)
+            _write(folder / "generation" / sibling.name, sibling.read_bytes())
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     module = importlib.import_module(f"{package}.test_modeling_common")
