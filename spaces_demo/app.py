@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples" if (HERE.parent / "examples").is_dir() else HERE / "examples"
 MAX_SIDE = 1024  # larger uploads are downscaled before anything else
 MAX_PIXELS = 50_000_000  # larger uploads are refused outright
+DEFAULT_MAX_NEW_TOKENS = 48
 FALLBACK_TASKS = {"difference": "Describe the difference between the two images."}
 
 
@@ -83,7 +84,17 @@ class Captioner:
         )
         return self.processor(images=[(before, after)], text=[text], return_tensors="pt")
 
-    def caption(self, before, after, task, custom_prompt, max_new_tokens, sample, temperature):
+    def caption(
+        self,
+        before,
+        after,
+        task: str | None = None,
+        custom_prompt: str = "",
+        max_new_tokens: float = DEFAULT_MAX_NEW_TOKENS,
+        sample: bool = False,
+        temperature: float = 0.7,
+    ):
+        """An API call may send only the two images: every other input has a default (the page's own)."""
         before, after = _prepare(before, "before"), _prepare(after, "after")
         prompt = (custom_prompt or "").strip() or self.tasks.get(task) or next(iter(self.tasks.values()))
         inputs = self.inputs(before, after, prompt)
@@ -141,9 +152,11 @@ def build_demo(model_path: str) -> gr.Blocks:
         comparison = gr.ImageSlider(label="Before / after", type="pil", interactive=False)
         with gr.Row():
             task = gr.Dropdown(tasks, value=tasks[0], label="Task")
-            custom_prompt = gr.Textbox(label="Or your own instruction", placeholder="e.g. Which object moved?")
+            custom_prompt = gr.Textbox(
+                label="Or your own instruction", value="", placeholder="e.g. Which object moved?"
+            )
         with gr.Accordion("Generation settings", open=False):
-            max_new_tokens = gr.Slider(4, 128, value=48, step=1, label="Max new tokens")
+            max_new_tokens = gr.Slider(4, 128, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="Max new tokens")
             sample = gr.Checkbox(value=False, label="Sample (instead of greedy)")
             temperature = gr.Slider(0.1, 1.5, value=0.7, step=0.05, label="Temperature")
         button = gr.Button("Describe difference", variant="primary")
@@ -171,12 +184,19 @@ def build_demo(model_path: str) -> gr.Blocks:
     return demo
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="OneDiff Gradio demo")
     parser.add_argument("--model", default=None, help="OneDiff checkpoint folder or Hub repo id")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
-    args = parser.parse_args(argv)
+    # Gradio's own variables first (a Space sets them), then PORT (other hosts), then local defaults
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860)
+    parser.add_argument("--host", default=host, help="address to serve on (env: GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=port, help="port (env: GRADIO_SERVER_PORT, then PORT)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     build_demo(args.model or default_model_path()).launch(server_name=args.host, server_port=args.port)
 
 

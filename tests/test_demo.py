@@ -11,7 +11,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from transformers import pipeline
 
-from onediff_idc.spaces_demo.app import build_demo, task_prompts
+from onediff_idc.spaces_demo.app import DEFAULT_MAX_NEW_TOKENS, build_demo, parse_args, task_prompts
 from tiny import random_image, save_tiny_model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -61,6 +61,34 @@ def test_caption_equals_the_pipeline_and_heatmaps_are_drawn(server):
     )
     assert caption == expected["generated_text"] and caption
     assert os.path.isfile(before_map) and os.path.isfile(after_map)
+
+
+def test_an_api_call_with_only_the_two_images_uses_the_pages_defaults(server):
+    url, root = server
+    before, after = root / "before.png", root / "after.png"
+    caption, _, _ = Client(url, verbose=False).predict(
+        handle_file(str(before)), handle_file(str(after)), api_name="/caption"
+    )
+    pipe = pipeline("image-difference-captioning", model=str(root / "model"), trust_remote_code=True)
+    first_task = next(iter(task_prompts().values()))  # the task dropdown's default
+    expected = pipe(
+        {"before": str(before), "after": str(after)}, prompt=first_task, max_new_tokens=DEFAULT_MAX_NEW_TOKENS
+    )
+    assert caption == expected["generated_text"] and caption
+
+
+def test_host_and_port_follow_gradios_variables_then_port(monkeypatch):
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    args = parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 7860)
+    monkeypatch.setenv("PORT", "8080")
+    assert parse_args([]).port == 8080
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    args = parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 7999)
+    assert parse_args(["--port", "1234"]).port == 1234  # the command line wins
 
 
 @pytest.mark.parametrize("bad", ["notes.png", "cut.png", "huge.png", None])
