@@ -317,54 +317,51 @@ class OneDiffVisualDeltaModule(nn.Module):
         if config.delta_difference_prior:
             self.difference_prior_scale = nn.Parameter(torch.zeros(config.delta_num_attention_heads))
 
-    def difference_prior(self, before_features: list[torch.Tensor], after_features: list[torch.Tensor]) -> torch.Tensor:
+    def difference_prior(self, change: torch.Tensor) -> torch.Tensor:
         """
         The cross-attention bias `(batch_size, num_heads, 1, context_length)` that points the queries at changed
         patches: `scale_h * log1p(r)`, `r` = a patch's |B-A| relative to the mean over its layer's patches. It is the
         same for the A, B and B-A token of a patch, and 0 everywhere for identical images.
+
+        Args:
+            change: raw tower features B-A of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`.
         """
-        before, after = torch.stack(before_features, dim=1), torch.stack(after_features, dim=1)  # (B, L, N, Dv)
-        magnitude = (after.float() - before.float()).norm(dim=-1)  # (B, L, N)
+        magnitude = change.float().norm(dim=-1)  # (B, L, N)
         relative = magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
         prior = torch.log1p(relative).unsqueeze(2).expand(-1, -1, self.num_roles, -1).flatten(1)  # (B, L*R*N)
         if self.global_projection is not None:  # no prior on the global tokens
             prior = torch.cat([prior, prior.new_zeros(prior.shape[0], self.num_feature_layers)], dim=1)
         scale = self.difference_prior_scale.float()
-        return (scale[None, :, None, None] * prior[:, None, None, :]).to(before.dtype)
+        return (scale[None, :, None, None] * prior[:, None, None, :]).to(change.dtype)
 
     def build_context(
-        self, before_features: list[torch.Tensor], after_features: list[torch.Tensor]
+        self, before: torch.Tensor, after: torch.Tensor, change: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
-            before_features, after_features: one tensor per selected layer, each of shape
-                `(batch_size, num_patches, vision_hidden_size)`.
+            before, after: raw tower features of the selected layers, each of shape
+                `(batch_size, num_layers, num_patches, vision_hidden_size)`.
+            change: `after - before`, needed with `delta_global_difference` (computed here if not given).
 
         Returns:
             context of shape `(batch_size, num_layers * num_roles * num_patches [+ num_layers], delta_hidden_size)` (the
             global tokens last, with `delta_global_difference`) and the difference features of shape
             `(batch_size, num_layers, num_patches, delta_hidden_size)` (or `None`).
         """
-        if len(before_features) != self.num_feature_layers or len(after_features) != self.num_feature_layers:
-            raise ValueError(
-                f"The delta module expects features of {self.num_feature_layers} layers per image, got "
-                f"{len(before_features)} and {len(after_features)}"
-            )
-        before = self.context_projection(self.context_norm(torch.stack(before_features, dim=1)))  # (B, L, N, D)
-        after = self.context_projection(self.context_norm(torch.stack(after_features, dim=1)))
-        roles = [before, after]
+        projected_before = self.context_projection(self.context_norm(before))  # (B, L, N, D)
+        projected_after = self.context_projection(self.context_norm(after))
+        roles = [projected_before, projected_after]
         difference = None
         if self.config.delta_use_difference:
-            difference = after - before  # exactly zero for identical images (the projection bias cancels)
+            difference = projected_after - projected_before  # exactly zero for identical images (the bias cancels)
             roles.append(difference)
         context = torch.stack(roles, dim=2)  # (B, L, R, N, D)
         context = context + self.role_embeddings[None, None, :, None, :]
         context = context + self.layer_embeddings[None, :, None, None, :]
         context = context.flatten(1, 3)
         if self.global_projection is not None:
-            raw_before, raw_after = torch.stack(before_features, dim=1), torch.stack(after_features, dim=1)
-            change = raw_after - raw_before  # (B, L, N, Dv)
-            statistics = torch.cat([change.mean(2), change.abs().mean(2), raw_after.std(2) - raw_before.std(2)], -1)
+            change = after - before if change is None else change  # (B, L, N, Dv)
+            statistics = torch.cat([change.mean(2), change.abs().mean(2), after.std(2) - before.std(2)], -1)
             global_tokens = self.global_projection(self.global_norm(statistics)) + self.layer_embeddings[None]
             context = torch.cat([context, global_tokens], dim=1)  # (B, L*R*N + L, D)
         return context, difference
@@ -375,10 +372,18 @@ class OneDiffVisualDeltaModule(nn.Module):
         after_features: list[torch.Tensor],
         output_attentions: bool = False,
     ) -> OneDiffDeltaModuleOutput:
-        context, difference = self.build_context(before_features, after_features)
-        context_bias = None
-        if self.difference_prior_scale is not None:
-            context_bias = self.difference_prior(before_features, after_features)
+        """`before_features`, `after_features`: one `(batch_size, num_patches, vision_hidden_size)` tensor per layer."""
+        if len(before_features) != self.num_feature_layers or len(after_features) != self.num_feature_layers:
+            raise ValueError(
+                f"The delta module expects features of {self.num_feature_layers} layers per image, got "
+                f"{len(before_features)} and {len(after_features)}"
+            )
+        before, after = torch.stack(before_features, dim=1), torch.stack(after_features, dim=1)  # (B, L, N, Dv)
+        # the raw B-A feeds the global tokens and the prior: computed once, only when one of them is on
+        needs_change = self.global_projection is not None or self.difference_prior_scale is not None
+        change = after - before if needs_change else None
+        context, difference = self.build_context(before, after, change)
+        context_bias = self.difference_prior(change) if self.difference_prior_scale is not None else None
         hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
         cross_attentions = ()
         for block in self.blocks:

@@ -378,9 +378,9 @@ def test_global_difference_tokens_carry_each_layers_global_change():
         pixels = processor(images=[(before, after)], text=["x"], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
             hidden = model.model.vision_tower(pixels.flatten(0, 1), output_hidden_states=True).hidden_states
-        features = [hidden[i][:, 1:] for i in model.config.resolved_delta_feature_layers]  # no CLS
-        built, _ = module.build_context([f[:1] for f in features], [f[1:] for f in features])
-        return built, module.difference_prior([f[:1] for f in features], [f[1:] for f in features])
+        features = torch.stack([hidden[i][:, 1:] for i in model.config.resolved_delta_feature_layers], dim=1)  # no CLS
+        built, _ = module.build_context(features[:1], features[1:])
+        return built, module.difference_prior(features[1:] - features[:1])
 
     same_a, prior_a = context(random_image(1, 32), random_image(1, 32))
     same_b, _ = context(random_image(2, 32), random_image(2, 32))
