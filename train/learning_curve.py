@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
@@ -30,7 +29,8 @@ from onediff_idc.train.pretrain_delta import (
     cache_features,
     change_labels,
     delta_queries,
-    label_matrix,
+    known_changes,
+    predict_fields,
     score_fields,
 )
 
@@ -110,7 +110,6 @@ def run_design(name: str, args, data, features, labels, vocab, started: float, u
         state_path.with_suffix(".tmp").replace(state_path)  # a kill never leaves half a state
 
     train_labels, (eval_features, eval_labels, eval_sources) = torch.from_numpy(labels["train"]), data["eval"]
-    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
     num_train = len(labels["train"])
     bar = tqdm(total=until, initial=seen, desc=f"curve {name}", unit="pair", mininterval=30)
     last_save = time.perf_counter()
@@ -123,7 +122,7 @@ def run_design(name: str, args, data, features, labels, vocab, started: float, u
         step_start = time.perf_counter()
         queries = delta_queries(model, features, indices)
         targets = train_labels[indices]
-        loss = sum(loss_fn(lg, targets[:, k]) for k, lg in enumerate(heads(queries)) if (targets[:, k] != -100).any())
+        loss = heads.loss(queries, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
@@ -151,14 +150,7 @@ def run_design(name: str, args, data, features, labels, vocab, started: float, u
 
 
 def score_by_source(model, heads, features, labels, sources, batch_size: int) -> dict:
-    model.eval()
-    predictions = []
-    with torch.no_grad():
-        for start in range(0, len(labels), batch_size):
-            queries = delta_queries(model, features, np.arange(start, min(start + batch_size, len(labels))))
-            predictions.append(torch.stack([lg.argmax(-1) for lg in heads(queries)], dim=1).numpy())
-    model.train()
-    predictions = np.concatenate(predictions)
+    predictions, _ = predict_fields(model, heads, features, len(labels), batch_size)
     scores = {}
     for source in SOURCES:
         rows = np.array([s == source for s in sources])
@@ -201,10 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_diffcap(args.data, splits=("train", "validation"))
     train = splits["train"].filter(lambda change: bool(change), input_columns="change")
     vocab, train_labels = change_labels(train["change"])
-    validation = splits["validation"]
-    known = [all(str(v) in vocab.get(k, ()) for k, v in json.loads(c).items()) for c in validation["change"]]
-    validation = validation.select([i for i, ok in enumerate(known) if ok][: args.max_eval_pairs])
-    eval_labels = label_matrix([json.loads(c) for c in validation["change"]], vocab)
+    validation, eval_labels = known_changes(splits["validation"], vocab)
+    keep = min(args.max_eval_pairs, len(validation))
+    validation, eval_labels = validation.select(range(keep)), eval_labels[:keep]
 
     # every design reads the same frozen tower and layers, so one feature cache serves them all
     base = OneDiffForConditionalGeneration.from_pretrained(args.base)

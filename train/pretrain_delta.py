@@ -86,6 +86,13 @@ def change_labels(changes: list[str]) -> tuple[dict[str, list[str]], np.ndarray]
     return vocab, label_matrix(parsed, vocab)
 
 
+def known_changes(split, vocab: dict[str, list[str]]) -> tuple:
+    """The pairs of `split` whose every change value occurs in `vocab` (the training pairs'), and their labels."""
+    changes = [json.loads(c) for c in split["change"]]
+    keep = [i for i, change in enumerate(changes) if all(str(v) in vocab.get(k, ()) for k, v in change.items())]
+    return split.select(keep), label_matrix([changes[i] for i in keep], vocab)
+
+
 def label_matrix(changes: list[dict], vocab: dict[str, list[str]]) -> np.ndarray:
     """Class indices `(pairs, fields)` in `vocab`, -100 where a pair lacks a field."""
     labels = np.full((len(changes), len(vocab)), -100, dtype=np.int64)
@@ -108,6 +115,14 @@ class ChangeHeads(nn.Module):
 
     def forward(self, queries: torch.Tensor) -> list[torch.Tensor]:
         return [classifier(queries[:, k]) for k, classifier in enumerate(self.classifiers)]
+
+    def loss(self, queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Sum over the fields present in the batch of each head's cross-entropy (-100: the pair lacks the field)."""
+        return sum(
+            F.cross_entropy(logits, targets[:, k], ignore_index=-100)
+            for k, logits in enumerate(self(queries))
+            if (targets[:, k] != -100).any()
+        )
 
 
 class WordTargets:
@@ -219,22 +234,27 @@ def delta_queries(model, features: np.ndarray, indices: np.ndarray) -> torch.Ten
     return model.model.delta_module(before, after).last_hidden_state
 
 
-def evaluate_heads(model, heads, features, labels, change_types, batch_size: int, words=None) -> dict:
-    """Validation scores of the heads' predictions; with `words`, also of the delta tokens' nearest value words."""
+def predict_fields(model, heads, features, count: int, batch_size: int, words=None) -> tuple:
+    """The heads' class per field for the first `count` cached pairs `(count, fields)`, and with `words` the delta
+    tokens' nearest value words (else None)."""
     model.eval()
     predictions, word_predictions = [], []
     with torch.no_grad():
-        for start in range(0, len(labels), batch_size):
-            indices = np.arange(start, min(start + batch_size, len(labels)))
-            queries = delta_queries(model, features, indices)
-            logits = heads(queries)
-            predictions.append(torch.stack([lg.argmax(-1) for lg in logits], dim=1).numpy())
+        for start in range(0, count, batch_size):
+            queries = delta_queries(model, features, np.arange(start, min(start + batch_size, count)))
+            predictions.append(torch.stack([lg.argmax(-1) for lg in heads(queries)], dim=1).numpy())
             if words is not None:
                 word_predictions.append(words.predict(model.model.delta_projector(queries)).numpy())
     model.train()
-    report = score_fields(np.concatenate(predictions), labels, change_types, heads.fields)
+    return np.concatenate(predictions), (np.concatenate(word_predictions) if words is not None else None)
+
+
+def evaluate_heads(model, heads, features, labels, change_types, batch_size: int, words=None) -> dict:
+    """Validation scores of the heads' predictions; with `words`, also of the delta tokens' nearest value words."""
+    predictions, word_predictions = predict_fields(model, heads, features, len(labels), batch_size, words)
+    report = score_fields(predictions, labels, change_types, heads.fields)
     if words is not None:
-        report["words"] = score_fields(np.concatenate(word_predictions), labels, change_types, heads.fields)
+        report["words"] = score_fields(word_predictions, labels, change_types, heads.fields)
     return report
 
 
@@ -298,10 +318,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     evaluation = None
     if args.dataset_eval_split:
-        eval_split = data[args.dataset_eval_split]
-        known = [all(str(v) in vocab.get(k, ()) for k, v in json.loads(c).items()) for c in eval_split["change"]]
-        eval_split = eval_split.select([i for i, ok in enumerate(known) if ok])  # values never seen in training
-        eval_labels = label_matrix([json.loads(c) for c in eval_split["change"]], vocab)
+        eval_split, eval_labels = known_changes(data[args.dataset_eval_split], vocab)  # drop unseen values
         eval_features = cache_features(
             model, processor, eval_split, cache_dir / f"{args.dataset_eval_split}.npy", args.feature_batch_size
         )
@@ -328,7 +345,6 @@ def main(argv: list[str] | None = None) -> Path:
         start_epoch, report = state["epoch"], state["report"]
         print(f"resumed after epoch {start_epoch}")
 
-    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
     label_tensor = torch.from_numpy(labels)
     log_path = output_dir / "log.jsonl"
     if not args.resume:
@@ -342,8 +358,7 @@ def main(argv: list[str] | None = None) -> Path:
             indices = order[step * args.per_device_train_batch_size : (step + 1) * args.per_device_train_batch_size]
             queries = delta_queries(model, features, indices)
             targets = label_tensor[indices]
-            logits = heads(queries)
-            loss = sum(loss_fn(lg, targets[:, k]) for k, lg in enumerate(logits) if (targets[:, k] != -100).any())
+            loss = heads.loss(queries, targets)
             if words is not None:
                 loss = loss + words.loss(model.model.delta_projector(queries), targets)
             loss.backward()

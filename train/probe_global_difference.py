@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from onediff_idc.processing.schema import load_diffcap
-from onediff_idc.train.pretrain_delta import change_labels, label_matrix
+from onediff_idc.train.pretrain_delta import change_labels, known_changes
 
 LAYER_SETS = {"0": [0], "4": [4], "8": [8], "12": [12], "4+8+12": [4, 8, 12], "0+4+8+12": [0, 4, 8, 12]}
 
@@ -67,11 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_diffcap(args.data, splits=("train", "validation"))
     photo = {split: data[split].filter(lambda s: s == "photo-edit", input_columns="source") for split in data}
     train = photo["train"].select(range(min(args.train_pairs, len(photo["train"]))))
-    validation = photo["validation"]
     vocab, train_labels = change_labels(train["change"])
-    known = [all(str(v) in vocab.get(k, ()) for k, v in json.loads(c).items()) for c in validation["change"]]
-    validation = validation.select([i for i, ok in enumerate(known) if ok])
-    eval_labels = label_matrix([json.loads(c) for c in validation["change"]], vocab)
+    validation, eval_labels = known_changes(photo["validation"], vocab)
 
     model = OneDiffForConditionalGeneration.from_pretrained(args.base)
     processor = OneDiffProcessor.from_pretrained(args.base)
