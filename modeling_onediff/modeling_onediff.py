@@ -70,6 +70,18 @@ def _takes_cache_under_both_names(forward: Callable) -> Callable:
     return renamed
 
 
+def global_change_statistics(
+    before: torch.Tensor, after: torch.Tensor, change: torch.Tensor | None = None
+) -> torch.Tensor:
+    """
+    A layer's global change, what `delta_global_difference` gives the delta module: the mean of B-A, the mean of |B-A|
+    and the change of each channel's spread over the patches. `before`, `after` (and `change` = after - before, if
+    already computed) of shape `(..., num_patches, width)`; returns `(..., 3 * width)`.
+    """
+    change = after - before if change is None else change
+    return torch.cat([change.mean(-2), change.abs().mean(-2), after.std(-2) - before.std(-2)], dim=-1)
+
+
 # Modules after the last hidden state of a vision tower (final norms, pooling heads). OneDiff reads hidden states,
 # so these never receive a gradient; they are frozen to keep "every trainable parameter gets a gradient" true.
 _VISION_OUTPUT_MODULES = ("post_layernorm", "layernorm", "head", "pooler")
@@ -360,8 +372,7 @@ class OneDiffVisualDeltaModule(nn.Module):
         context = context + self.layer_embeddings[None, :, None, None, :]
         context = context.flatten(1, 3)
         if self.global_projection is not None:
-            change = after - before if change is None else change  # (B, L, N, Dv)
-            statistics = torch.cat([change.mean(2), change.abs().mean(2), after.std(2) - before.std(2)], -1)
+            statistics = global_change_statistics(before, after, change)  # (B, L, 3 * Dv)
             global_tokens = self.global_projection(self.global_norm(statistics)) + self.layer_embeddings[None]
             context = torch.cat([context, global_tokens], dim=1)  # (B, L*R*N + L, D)
         return context, difference

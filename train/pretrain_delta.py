@@ -163,6 +163,21 @@ class WordTargets:
         )
 
 
+def pair_patch_states(vision, processor, pairs: list, layers: list[int]) -> torch.Tensor:
+    """The frozen tower's patch tokens (CLS/register tokens dropped) of `layers` for both images of every pair:
+    `(pairs, 2, layers, patches, width)`."""
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("Every pair needs exactly 2 images")
+    pixel_values = processor.image_processor([image for pair in pairs for image in pair], return_tensors="pt")
+    pixel_values = pixel_values["pixel_values"].to(vision.dtype)
+    with torch.no_grad():
+        hidden = vision(pixel_values, output_hidden_states=True).hidden_states
+    grid = (pixel_values.shape[-2] // vision.config.patch_size) * (pixel_values.shape[-1] // vision.config.patch_size)
+    prefix = hidden[0].shape[1] - grid
+    stacked = torch.stack([hidden[layer][:, prefix:] for layer in layers], dim=1)  # (2B, L, N, D)
+    return stacked.unflatten(0, (len(pairs), 2))
+
+
 def cache_features(model, processor, dataset, path: Path, batch_size: int, save_every: int = 20) -> np.ndarray:
     """Patch features of `delta_feature_layers` for both images of every pair: `(pairs, 2, layers, patches, width)`.
 
@@ -180,18 +195,7 @@ def cache_features(model, processor, dataset, path: Path, batch_size: int, save_
         return np.load(path, mmap_mode="r")
 
     def encode(rows: list) -> np.ndarray:
-        images = [image for pair in rows for image in pair]
-        if any(len(pair) != 2 for pair in rows):
-            raise ValueError("Every pair needs exactly 2 images")
-        pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        with torch.no_grad():
-            hidden = vision(pixel_values.to(vision.dtype), output_hidden_states=True).hidden_states
-        grid = (pixel_values.shape[-2] // vision.config.patch_size) * (
-            pixel_values.shape[-1] // vision.config.patch_size
-        )
-        prefix = hidden[0].shape[1] - grid
-        stacked = torch.stack([hidden[layer][:, prefix:] for layer in layers], dim=1)  # (2B, L, N, D)
-        return stacked.unflatten(0, (len(rows), 2)).half().numpy()
+        return pair_patch_states(vision, processor, rows, layers).half().numpy()
 
     first = encode([dataset[0]["images"]])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,9 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+from modeling_onediff.modeling_onediff import global_change_statistics
 from onediff_idc.processing.schema import load_diffcap
-from onediff_idc.train.pretrain_delta import change_labels, known_changes
+from onediff_idc.train.pretrain_delta import change_labels, known_changes, pair_patch_states
 
 LAYER_SETS = {"0": [0], "4": [4], "8": [8], "12": [12], "4+8+12": [4, 8, 12], "0+4+8+12": [0, 4, 8, 12]}
 
@@ -35,22 +36,12 @@ def layer_sets(num_layers: int) -> dict[str, list[int]]:
 
 
 def global_statistics(vision, processor, pairs: list, batch_size: int = 16) -> np.ndarray:
-    """`(pairs, layers 0..L, 3 * width)`: mean(B-A), mean|B-A| and std(B)-std(A) over patches, for every layer."""
+    """`(pairs, layers 0..L, 3 * width)`: for every layer, the global change the model's global tokens read."""
+    layers = list(range(vision.config.num_hidden_layers + 1))
     rows = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="global statistics", mininterval=30):
-        images = [image for pair in pairs[start : start + batch_size] for image in pair]
-        pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        with torch.no_grad():
-            hidden = vision(pixel_values, output_hidden_states=True).hidden_states
-        grid = (pixel_values.shape[-2] // vision.config.patch_size) * (
-            pixel_values.shape[-1] // vision.config.patch_size
-        )
-        prefix = hidden[0].shape[1] - grid  # CLS / register tokens
-        states = torch.stack(hidden, dim=1)[:, :, prefix:].unflatten(0, (-1, 2))  # (B, 2, layers, patches, width)
-        before, after = states[:, 0], states[:, 1]
-        difference = after - before
-        stats = [difference.mean(2), difference.abs().mean(2), after.std(2) - before.std(2)]
-        rows.append(torch.cat(stats, dim=-1).numpy())
+        states = pair_patch_states(vision, processor, pairs[start : start + batch_size], layers)  # (B, 2, L, N, D)
+        rows.append(global_change_statistics(states[:, 0], states[:, 1]).numpy())
     return np.concatenate(rows)
 
 
