@@ -4,16 +4,13 @@ with several return sequences, `logits_to_keep`, text-only prompts that hold pla
 
 import torch
 
-from tiny import random_image, tiny_model_and_processor
+from tiny import chat_inputs, random_pairs, tiny_model_and_processor
 
 NEW = 6
 
 
 def inputs(processor, n: int = 1):
-    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "What changed?"}]
-    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-    pairs = [(random_image(2 * i), random_image(2 * i + 1)) for i in range(n)]
-    return processor(images=pairs, text=[text] * n, padding=True, padding_side="left", return_tensors="pt")
+    return chat_inputs(processor, random_pairs(n))
 
 
 def generate(model, batch, **kwargs):

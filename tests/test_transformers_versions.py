@@ -9,7 +9,6 @@ model that hard-codes either name breaks on the other version (5.24: every forwa
 import dataclasses
 import json
 import logging
-import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -18,23 +17,21 @@ import pytest
 import torch
 import transformers
 from clean_process import run_clean
+from PIL import Image
 from transformers import pipeline
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from modeling_onediff.modeling_onediff import CACHE_NAME
-from tiny import random_image, tiny_model_and_processor
+from tiny import chat_inputs, random_image, random_pairs, tiny_model_and_processor
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
 SUPPORTED = ("5.23.0", "5.24.0")  # the ends of pyproject.toml's range; CI runs the suite on both
 
 
 def prompt_inputs(processor, n: int = 2):
-    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "What changed?"}]
-    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-    images = [(random_image(2 * i), random_image(2 * i + 1)) for i in range(n)]
-    return processor(images=images, text=[text] * n, padding=True, padding_side="left", return_tensors="pt")
+    return chat_inputs(processor, random_pairs(n))
 
 
 def test_cache_name_is_the_installed_librarys():
@@ -169,12 +166,9 @@ def test_checkpoint_saved_by_a_supported_version_loads_generates_and_trains(ckpt
     # and today's package code reads the same weights to the same tokens
     model = OneDiffForConditionalGeneration.from_pretrained(ckpt).eval()
     processor = OneDiffProcessor.from_pretrained(ckpt)
-    sys.path.insert(0, str(FIXTURES.parent))
-    try:
-        from make_checkpoint import pair_inputs
-    finally:
-        sys.path.remove(str(FIXTURES.parent))
-    inputs = pair_inputs(processor, ckpt, expected["prompt"])
+    inputs = chat_inputs(
+        processor, [(Image.open(ckpt / "before.png"), Image.open(ckpt / "after.png"))], expected["prompt"]
+    )
     n = len(expected["tokens"])
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)

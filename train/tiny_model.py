@@ -153,6 +153,18 @@ def random_image(seed: int, size: int = 48) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
+def chat_inputs(processor: OneDiffProcessor, pairs: list, prompt: str = "What changed?"):
+    """The model's inputs for image pairs and one question, through the chat template the pipeline uses
+    (left-padded for batched generation)."""
+    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    return processor(images=pairs, text=[text] * len(pairs), padding=True, padding_side="left", return_tensors="pt")
+
+
+def random_pairs(n: int) -> list[tuple[Image.Image, Image.Image]]:
+    return [(random_image(2 * i), random_image(2 * i + 1)) for i in range(n)]
+
+
 def save_image(image: Image.Image, path: Path) -> Path:
     image.save(path)
     return path
