@@ -9,6 +9,7 @@ Failed pairs go to `OUT.errors.jsonl` with the reason; the run never stops for a
 """
 
 import csv
+import io
 import json
 import os
 import time
@@ -134,8 +135,6 @@ class ResultFile:
 
     def add(self, row: dict) -> None:
         if self.format == "csv":
-            import io
-
             buffer = io.StringIO()
             csv.DictWriter(buffer, fieldnames=self.fields, lineterminator="\n").writerow(row)
             self._write(buffer.getvalue())

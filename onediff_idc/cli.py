@@ -199,24 +199,22 @@ def setup_command(args: argparse.Namespace) -> int:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    if args.caption_path:
-        from onediff_idc import bench_caption
-
-        try:
-            report = bench_caption.caption_path_bench(_model_dir(args.model), repeats=args.repeats)
-        except (ValueError, FileNotFoundError) as error:
-            raise CliError(str(error)) from error
-        print(bench_caption.markdown(report))
-        if args.out:
-            Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-        return 0
-    from onediff_idc.bench import markdown_table, run_bench
-
     try:
-        report = run_bench(args.config, args.device, args.repeats, args.batch, args.threads, args.no_cache_throughput)
-    except ValueError as error:
+        if args.caption_path:
+            from onediff_idc.bench_caption import caption_path_bench, markdown
+
+            report = caption_path_bench(_model_dir(args.model), repeats=args.repeats)
+            table = markdown(report)
+        else:
+            from onediff_idc.bench import markdown_table, run_bench
+
+            report = run_bench(
+                args.config, args.device, args.repeats, args.batch, args.threads, args.no_cache_throughput
+            )
+            table = markdown_table(report)
+    except (ValueError, FileNotFoundError) as error:
         raise CliError(str(error)) from error
-    print(markdown_table(report))
+    print(table)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return 0
