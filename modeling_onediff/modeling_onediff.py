@@ -162,12 +162,15 @@ class OneDiffDeltaAttentionMaps(ModelOutput):
     before (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): attention on the before image.
     after (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): attention on the after image.
     difference (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*): on B-A features.
+    change (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): where the module looked at all,
+        whatever the image: `before + after + difference`, rescaled to sum to 1 per pair (the change map).
     cross_attentions (`tuple(torch.FloatTensor)`): the raw per-block maps (see `OneDiffVisualOutput`).
     """
 
     before: torch.FloatTensor | None = None
     after: torch.FloatTensor | None = None
     difference: torch.FloatTensor | None = None
+    change: torch.FloatTensor | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
@@ -729,12 +732,76 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         maps = maps[:, : module.num_feature_layers * module.num_roles * grid_height * grid_width]
         maps = maps.unflatten(1, (module.num_feature_layers, module.num_roles, grid_height, grid_width))
         maps = maps.sum(dim=1)  # (B, R, h, w): attention mass per role and patch, summed over feature layers
+        change = maps.sum(dim=1)
         return OneDiffDeltaAttentionMaps(
             before=maps[:, 0],
             after=maps[:, 1],
             difference=maps[:, 2] if module.num_roles == 3 else None,
+            change=change / change.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12),
             cross_attentions=visual.delta_cross_attentions,
         )
+
+    @torch.no_grad()
+    def answer_log_probabilities(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        answers: list[list[int]],
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.FloatTensor:
+        """
+        log P(answer | pair, prompt) of every answer for every pair, as greedy decoding would score it: one pass over
+        the (left-padded) prompts fills the KV cache, then all answers are scored from it at once, so the images and
+        prompts are encoded once whatever the number of answers. The pipeline's change probability is one minus the
+        summed probability of the "no change" answers.
+
+        Args:
+            input_ids, pixel_values, attention_mask: the prompts as `OneDiffProcessor` returns them for generation.
+            answers (`list[list[int]]`): token ids of each answer, ending with the end-of-turn token so that an
+                answer is not credited with the longer answers it begins.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, len(answers))`.
+        """
+        if not answers or any(len(answer) == 0 for answer in answers):
+            raise ValueError("`answers` must be a non-empty list of non-empty token id lists")
+        batch_size, num_answers = input_ids.shape[0], len(answers)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.long()
+        # positions count real tokens only, as generation counts them for left-padded prompts
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        prompt = self(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        longest = max(len(answer) for answer in answers)
+        answer_ids = torch.zeros(num_answers, longest, dtype=torch.long, device=input_ids.device)
+        answer_mask = torch.zeros_like(answer_ids)
+        for k, answer in enumerate(answers):
+            answer_ids[k, : len(answer)] = torch.tensor(answer, device=input_ids.device)
+            answer_mask[k, : len(answer)] = 1
+        scores = prompt.logits[:, -1].float().log_softmax(-1)[:, answer_ids[:, 0]]  # first tokens: (B, K)
+        if longest == 1:
+            return scores
+        cache = getattr(prompt, CACHE_NAME)
+        cache.batch_repeat_interleave(num_answers)  # row b * K + k continues pair b with answer k
+        inputs, targets = answer_ids[:, :-1].repeat(batch_size, 1), answer_ids[:, 1:].repeat(batch_size, 1)
+        scored = answer_mask[:, 1:].repeat(batch_size, 1)
+        continuation = self(
+            input_ids=inputs,
+            attention_mask=torch.cat([attention_mask.repeat_interleave(num_answers, 0), scored], dim=1),
+            position_ids=attention_mask.sum(-1, keepdim=True).repeat_interleave(num_answers, 0)
+            + torch.arange(longest - 1, device=input_ids.device),
+            cache=cache,
+            use_cache=True,
+        )
+        token_scores = continuation.logits.float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return scores + (token_scores * scored).sum(-1).view(batch_size, num_answers)
 
     @can_return_tuple
     @_takes_cache_under_both_names

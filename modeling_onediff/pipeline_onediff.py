@@ -3,14 +3,54 @@
 pipe = pipeline("image-difference-captioning", model=DIR, trust_remote_code=True)
 pipe({"before": "a.png", "after": "b.png"})            # -> {"generated_text": "..."}
 pipe([{"before": a, "after": b}, ...], batch_size=8)   # batched, left-padded generation
+pipe(pair, return_change_probability=True)             # + "change_probability": 0.97
+pipe(pair, return_change_map=True)                     # + "change_map" (grid) and "change_box" (pixels)
+pipe(pairs, change_threshold=0.5)                      # pairs judged unchanged are not captioned
 """
 
 import copy
+from collections import deque
 
+import numpy as np
+import torch
 from transformers import GenerationConfig, Pipeline
 from transformers.image_utils import load_image
 
 DEFAULT_PROMPT = "Describe the difference between the two images."
+# What a model says when nothing changed: the phrasings of the package's generators (which the default model learnt)
+# and the usual ones of CLEVR-Change and Spot-the-Diff. The change probability is one minus their summed probability.
+NO_CHANGE_ANSWERS = (
+    "no change was made",
+    "nothing has changed",
+    "there is no difference",
+    "the two images are the same",
+    "no change",
+    "the scene is unchanged",
+    "the scene remains the same",
+    "there is no change",
+    "nothing was modified",
+)
+BOX_THRESHOLD = 0.5  # the change box holds the patches around the map's peak with at least this share of its value
+
+
+def change_box_on_grid(change_map: np.ndarray, threshold: float = BOX_THRESHOLD) -> tuple[int, int, int, int]:
+    """
+    The patch-grid box `(column0, row0, column1, row1)` (ends exclusive) around the map's maximum: the 4-connected
+    region of patches holding at least `threshold` times the maximum that contains it.
+    """
+    if change_map.ndim != 2 or change_map.size == 0:
+        raise ValueError(f"A change map is a 2-D grid, got shape {change_map.shape}")
+    peak = np.unravel_index(int(np.argmax(change_map)), change_map.shape)
+    strong = np.pad(change_map >= threshold * change_map[peak], 1)  # a False border: no bounds checks below
+    seen, queue = {peak}, deque([peak])
+    while queue:
+        row, column = queue.popleft()
+        for neighbour in ((row - 1, column), (row + 1, column), (row, column - 1), (row, column + 1)):
+            if neighbour not in seen and strong[neighbour[0] + 1, neighbour[1] + 1]:
+                seen.add(neighbour)
+                queue.append(neighbour)
+    rows, columns = zip(*seen)
+    return min(columns), min(rows), max(columns) + 1, max(rows) + 1
 
 
 class ImageDifferenceCaptioningPipeline(Pipeline):
@@ -18,7 +58,15 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
     Captions the difference between a before and an after image.
 
     Inputs: `{"before": image, "after": image, "prompt": str (optional)}` or a list of them, where an image is a PIL
-    image, a local path or anything `transformers.image_utils.load_image` reads. Output: `{"generated_text": str}`.
+    image, a local path or anything `transformers.image_utils.load_image` reads. Output: `{"generated_text": str}`,
+    plus on request:
+
+    - `return_change_probability=True`: `"change_probability"`, how sure the model is that anything changed: one
+      minus the probability the language model gives the "no change" answers (`no_change_answers`) after the prompt.
+    - `change_threshold=p`: pairs whose change probability is below `p` are not captioned; their `generated_text` is
+      "no change" (implies `return_change_probability`).
+    - `return_change_map=True`: `"change_map"`, where the Visual Delta Module looked (a patch-grid array summing to
+      1), and `"change_box"`, `[x0, y0, x1, y1]` around its peak in pixels of the *after* image as given.
     """
 
     _load_processor = True
@@ -37,16 +85,40 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         if self.tokenizer.pad_token_id is not None:
             self._generation_defaults["pad_token_id"] = self.tokenizer.pad_token_id
 
-    def _sanitize_parameters(self, prompt=None, timeout=None, max_new_tokens=None, generate_kwargs=None, **kwargs):
-        preprocess_params, forward_params = {}, dict(generate_kwargs or {})
+    def _sanitize_parameters(
+        self,
+        prompt=None,
+        timeout=None,
+        max_new_tokens=None,
+        generate_kwargs=None,
+        return_change_probability=None,
+        change_threshold=None,
+        no_change_answers=None,
+        return_change_map=None,
+        **kwargs,
+    ):
+        preprocess_params, generate_params = {}, dict(generate_kwargs or {})
         if prompt is not None:
             preprocess_params["prompt"] = prompt
         if timeout is not None:
             preprocess_params["timeout"] = timeout
         if max_new_tokens is not None:
-            forward_params["max_new_tokens"] = max_new_tokens
-        forward_params.update(kwargs)
-        return preprocess_params, {"generate_kwargs": forward_params}, {}
+            generate_params["max_new_tokens"] = max_new_tokens
+        generate_params.update(kwargs)
+        forward_params = {"generate_kwargs": generate_params}
+        if change_threshold is not None:
+            if not 0.0 <= float(change_threshold) <= 1.0:
+                raise ValueError(f"`change_threshold` is a probability in [0, 1], got {change_threshold}")
+            forward_params["change_threshold"] = float(change_threshold)
+            return_change_probability = True
+        if return_change_probability:
+            answers = no_change_answers or NO_CHANGE_ANSWERS
+            if isinstance(answers, str) or not all(isinstance(a, str) and a.strip() for a in answers):
+                raise ValueError("`no_change_answers` must be a list of non-empty strings")
+            forward_params["no_change_answers"] = tuple(answers)
+        if return_change_map:
+            forward_params["return_change_map"] = True
+        return preprocess_params, forward_params, {}
 
     def __call__(self, inputs, **kwargs):
         """Captions one pair (a dict) or several (a list of dicts)."""
@@ -71,14 +143,68 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
             {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]}
         ]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.processor(images=[images], text=[text], return_tensors="pt")
+        model_inputs = self.processor(images=[images], text=[text], return_tensors="pt")
+        model_inputs["after_size"] = torch.tensor([images[1].size])  # (1, 2): width, height, for the change box
+        return model_inputs
 
-    def _forward(self, model_inputs, generate_kwargs=None):
-        generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}), return_dict_in_generate=False)
-        prompt_length = model_inputs["input_ids"].shape[1]
-        generated = self.model.generate(**model_inputs, **generate_kwargs)
-        return {"generated_sequence": generated[:, prompt_length:]}
+    def _answer_ids(self, answers: tuple[str, ...]) -> list[list[int]]:
+        """Each answer as the model would write it: its tokens, then the end of the turn."""
+        end = self.tokenizer.eos_token_id
+        if end is None:
+            raise ValueError("The tokenizer has no EOS token, so answers cannot be scored as complete")
+        return [self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [end] for answer in answers]
+
+    def _forward(
+        self,
+        model_inputs,
+        generate_kwargs=None,
+        no_change_answers=None,
+        change_threshold=None,
+        return_change_map=False,
+    ):
+        after_size = model_inputs.pop("after_size")
+        input_ids, pixel_values = model_inputs["input_ids"], model_inputs["pixel_values"]
+        batch_size, prompt_length = input_ids.shape
+        outputs = {}
+        captioned = torch.ones(batch_size, dtype=torch.bool)
+        if no_change_answers:
+            log_probabilities = self.model.answer_log_probabilities(
+                input_ids, pixel_values, self._answer_ids(no_change_answers), model_inputs.get("attention_mask")
+            )
+            no_change = log_probabilities.double().exp().sum(-1)  # float64: keeps 1 - p apart from 1 for tiny p
+            outputs["change_probability"] = (1.0 - no_change).clamp(0.0, 1.0).cpu()
+            if change_threshold is not None:
+                captioned = outputs["change_probability"] >= change_threshold
+        if return_change_map:
+            maps = self.model.get_delta_attention_maps(pixel_values)
+            outputs["change_map"] = maps.change.float().cpu()
+            outputs["after_size"] = after_size
+
+        generated = torch.full((batch_size, 1), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        if captioned.any():
+            generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}), return_dict_in_generate=False)
+            rows = captioned.nonzero().squeeze(1)
+            sub_batch = {key: value[rows] for key, value in model_inputs.items()}
+            new_tokens = self.model.generate(**sub_batch, **generate_kwargs)[:, prompt_length:].cpu()
+            generated = torch.full((batch_size, new_tokens.shape[1]), generated[0, 0].item(), dtype=torch.long)
+            generated[rows] = new_tokens
+        outputs["generated_sequence"] = generated
+        outputs["captioned"] = captioned
+        return outputs
 
     def postprocess(self, model_outputs):
-        text = self.processor.decode(model_outputs["generated_sequence"][0], skip_special_tokens=True)
-        return {"generated_text": text.strip()}
+        if model_outputs["captioned"][0]:
+            text = self.processor.decode(model_outputs["generated_sequence"][0], skip_special_tokens=True).strip()
+        else:
+            text = "no change"
+        result = {"generated_text": text}
+        if "change_probability" in model_outputs:
+            result["change_probability"] = float(model_outputs["change_probability"][0])
+        if "change_map" in model_outputs:
+            change_map = model_outputs["change_map"][0].numpy()
+            result["change_map"] = change_map
+            width, height = (int(v) for v in model_outputs["after_size"][0])
+            result["change_box"] = self.processor.grid_box_to_pixels(
+                change_box_on_grid(change_map), change_map.shape, (width, height)
+            )
+        return result

@@ -139,6 +139,38 @@ class OneDiffProcessor(ProcessorMixin):
         pool = self.image_token_pooling
         return -(-(height // self.patch_size) // pool) * -(-(width // self.patch_size) // pool)
 
+    def grid_box_to_pixels(
+        self, box: tuple[int, int, int, int], grid_size: tuple[int, int], image_size: tuple[int, int]
+    ) -> list[int]:
+        """
+        A box on the patch grid, `(column0, row0, column1, row1)` with exclusive ends, as `[x0, y0, x1, y1]` in
+        pixels of the image as it was given (`image_size` is its `(width, height)`), undoing the image processor's
+        resize and centre crop.
+        """
+        grid_height, grid_width = grid_size
+        width, height = image_size
+        processor = self.image_processor
+        size = getattr(processor, "size", None) or {}
+        if not getattr(processor, "do_resize", True):
+            resized = (width, height)
+        elif size.get("height") and size.get("width"):
+            resized = (size["width"], size["height"])
+        elif size.get("shortest_edge"):
+            scale = size["shortest_edge"] / min(width, height)
+            resized = (round(width * scale), round(height * scale))
+        else:
+            raise ValueError(f"Cannot map patch boxes back through an image processor resizing to {size}")
+        left = top = 0
+        seen_width, seen_height = resized  # the region of the resized image the patches cover
+        crop = getattr(processor, "crop_size", None) or {}
+        if getattr(processor, "do_center_crop", False) and crop.get("height") and crop.get("width"):
+            left, top = (resized[0] - crop["width"]) // 2, (resized[1] - crop["height"]) // 2
+            seen_width, seen_height = crop["width"], crop["height"]
+        column0, row0, column1, row1 = box
+        x0, x1 = ((left + c * seen_width / grid_width) * width / resized[0] for c in (column0, column1))
+        y0, y1 = ((top + r * seen_height / grid_height) * height / resized[1] for r in (row0, row1))
+        return [max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1))]
+
     def __call__(self, images=None, text=None, **kwargs: Unpack[OneDiffProcessorKwargs]) -> BatchFeature:
         """
         Args:

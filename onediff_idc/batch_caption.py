@@ -6,9 +6,14 @@ not huge); the rest are captioned in batches through the pipeline. Each result i
 flushed as soon as its batch is done, so an interrupted run (Ctrl-C, kill -9) is continued by running the same
 command again: pairs already in OUT or in the errors file are skipped, and a half-written last line is cut off.
 Failed pairs go to `OUT.errors.jsonl` with the reason; the run never stops for a bad pair.
+
+Every line also says how sure the model is that anything changed (`change_probability`) and where (`change_box`,
+`[x0, y0, x1, y1]` in pixels of the after image); `--maps DIR` draws each change map over its after image, and
+`--change-threshold P` leaves pairs below P uncaptioned ("no change"), which saves their generation.
 """
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -21,7 +26,7 @@ from PIL import Image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (PIL's own bomb guard stops at ~179 MP)
-OUTPUT_FIELDS = ("id", "before", "after", "caption", "seconds")
+OUTPUT_FIELDS = ("id", "before", "after", "caption", "change_probability", "change_box", "seconds")
 ERROR_FIELDS = ("id", "before", "after", "error")
 
 
@@ -136,7 +141,8 @@ class ResultFile:
     def add(self, row: dict) -> None:
         if self.format == "csv":
             buffer = io.StringIO()
-            csv.DictWriter(buffer, fieldnames=self.fields, lineterminator="\n").writerow(row)
+            flat = {k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()}  # a box as "[x0, ...]"
+            csv.DictWriter(buffer, fieldnames=self.fields, lineterminator="\n").writerow(flat)
             self._write(buffer.getvalue())
         else:
             self._write(json.dumps({k: row[k] for k in self.fields}) + "\n")
@@ -161,11 +167,15 @@ def caption_pairs(
     max_new_tokens: int = 64,
     early_errors: Iterable[dict] = (),
     progress: bool = True,
+    maps_dir: str | Path | None = None,
+    change_threshold: float | None = None,
 ) -> dict:
     """
-    Captions `pairs` into `out` (resuming it), failures into `out.errors.jsonl`. `pipe_factory()` builds the pipeline;
-    it is only called if some pair is left to caption. Returns counts: captioned and failed (this run), skipped
-    (captioned earlier) and failed_earlier (in the errors file already: not retried, never written twice).
+    Captions `pairs` into `out` (resuming it), failures into `out.errors.jsonl`. `pipe_factory()` builds the
+    pipeline; it is only called if some pair is left to caption. `maps_dir` gets one change-map overlay PNG per
+    captioned pair (named by its id); pairs whose change probability is below `change_threshold` are not captioned.
+    Returns counts: captioned and failed (this run), skipped (captioned earlier) and failed_earlier (in the errors
+    file already: not retried, never written twice).
     """
     from tqdm.auto import tqdm
 
@@ -194,17 +204,28 @@ def caption_pairs(
         if not pending:
             return counts
         pipe = pipe_factory()
+        if maps_dir is not None:
+            Path(maps_dir).mkdir(parents=True, exist_ok=True)
+        settings = {"prompt": prompt, "max_new_tokens": max_new_tokens}
+        settings |= {"return_change_probability": True, "return_change_map": True}
+        if change_threshold is not None:
+            settings["change_threshold"] = change_threshold
         bar = tqdm(total=len(pending), desc="captioning", unit="pair", disable=not progress)
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            for pair, outcome, seconds in _caption_batch(pipe, batch, prompt, max_new_tokens):
+            for pair, outcome, seconds in _caption_batch(pipe, batch, settings):
                 if isinstance(outcome, Exception):
                     failures.add({"id": pair.id, "before": pair.before, "after": pair.after, "error": str(outcome)})
                     counts["failed"] += 1
-                else:
-                    row = {"id": pair.id, "before": pair.before, "after": pair.after}
-                    results.add({**row, "caption": outcome, "seconds": round(seconds, 4)})
-                    counts["captioned"] += 1
+                    continue
+                if maps_dir is not None:  # before the result line: a resumed run never lacks a map it lists
+                    with Image.open(pair.after) as after:
+                        overlay = draw_change_map(after, outcome["change_map"], outcome["change_box"])
+                    overlay.save(Path(maps_dir) / map_file_name(pair.id))
+                row = {"id": pair.id, "before": pair.before, "after": pair.after, "caption": outcome["generated_text"]}
+                row |= {"change_probability": round(outcome["change_probability"], 6)}
+                results.add({**row, "change_box": outcome["change_box"], "seconds": round(seconds, 4)})
+                counts["captioned"] += 1
             bar.update(len(batch))
         bar.close()
     finally:
@@ -213,15 +234,43 @@ def caption_pairs(
     return counts
 
 
-def _caption_batch(pipe, batch: list[Pair], prompt: str | None, max_new_tokens: int) -> list[tuple]:
-    """(pair, caption or the error, seconds) per pair; a failing batch is retried pair by pair to find the culprit."""
+def _caption_batch(pipe, batch: list[Pair], settings: dict) -> list[tuple]:
+    """(pair, pipeline output or the error, seconds) per pair; a failing batch is retried pair by pair to find the
+    culprit."""
     inputs = [{"before": p.before, "after": p.after, **({"prompt": p.prompt} if p.prompt else {})} for p in batch]
     started = time.perf_counter()
     try:
-        outputs = pipe(inputs, batch_size=len(batch), prompt=prompt, max_new_tokens=max_new_tokens)
+        outputs = pipe(inputs, batch_size=len(batch), **settings)
     except ValueError as error:  # the pipeline's error for an image it cannot decode (e.g. a truncated file)
         if len(batch) == 1:
             return [(batch[0], error, time.perf_counter() - started)]
-        return [item for pair in batch for item in _caption_batch(pipe, [pair], prompt, max_new_tokens)]
+        return [item for pair in batch for item in _caption_batch(pipe, [pair], settings)]
     seconds = (time.perf_counter() - started) / len(batch)  # the batch's time, shared out
-    return [(pair, output["generated_text"], seconds) for pair, output in zip(batch, outputs)]
+    return [(pair, output, seconds) for pair, output in zip(batch, outputs)]
+
+
+def map_file_name(pair_id: str) -> str:
+    """A file name for a pair's change map: its id, plus a short hash of it where characters other than letters,
+    digits, '-', '_' and '.' had to be replaced (so that two ids never share a file)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in pair_id).lstrip(".")
+    if safe != pair_id:
+        safe = f"{safe}-{hashlib.sha1(pair_id.encode()).hexdigest()[:8]}"
+    return f"{safe}.png"
+
+
+def draw_change_map(image: Image.Image, change_map, box: list[int]) -> Image.Image:
+    """The change map over a dimmed copy of the image (brighter and redder where the model looked), and its box."""
+    import numpy as np
+    from PIL import ImageDraw
+
+    image = image.convert("RGB")
+    weights = np.asarray(change_map, dtype=np.float32)
+    weights = weights / max(float(weights.max()), 1e-12)
+    mask = Image.fromarray((weights * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
+    mask = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
+    pixels = np.asarray(image, dtype=np.float32)
+    heat = np.concatenate([np.full_like(mask, 255.0), 160.0 * mask, np.zeros_like(mask)], axis=-1)
+    blended = pixels * (0.35 + 0.25 * (1 - mask)) + heat * 0.6 * mask
+    overlay = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
+    ImageDraw.Draw(overlay).rectangle(box, outline=(0, 255, 255), width=max(2, min(image.size) // 100))
+    return overlay

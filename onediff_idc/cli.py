@@ -20,26 +20,37 @@ def caption(args: argparse.Namespace) -> int:
         return caption_many(args)
     if args.before is None or args.after is None:
         raise CliError("give BEFORE and AFTER images, or --pairs FILE, or --before-dir and --after-dir (with --out)")
+    if args.maps is not None:
+        raise CliError("--maps draws the maps of many pairs (with --pairs or --before-dir/--after-dir and --out)")
+    _check_threshold(args.change_threshold)
     for role, image in (("before", args.before), ("after", args.after)):
         if not Path(image).is_file():
             raise CliError(f"{role} image not found: {image}")
     args.model = _model_dir(args.model)
     from onediff_idc.checkpoints import load_pipeline
 
+    settings = {"prompt": args.prompt, "max_new_tokens": args.max_new_tokens}
+    if args.change_threshold is not None:
+        settings["change_threshold"] = args.change_threshold
+    if args.json:  # the same fields as a line of `--out`
+        settings |= {"return_change_probability": True, "return_change_map": True}
     try:
         pipe = load_pipeline(args.model, args.device)
-        result = pipe(
-            {"before": args.before, "after": args.after},
-            prompt=args.prompt,
-            max_new_tokens=args.max_new_tokens,
-        )
+        result = pipe({"before": args.before, "after": args.after}, **settings)
     except ValueError as error:
         raise CliError(str(error)) from error
     if args.json:
-        print(json.dumps({"before": args.before, "after": args.after, "caption": result["generated_text"]}))
+        row = {"before": args.before, "after": args.after, "caption": result["generated_text"]}
+        row |= {"change_probability": round(result["change_probability"], 6), "change_box": result["change_box"]}
+        print(json.dumps(row))
     else:
         print(result["generated_text"])
     return 0
+
+
+def _check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise CliError(f"--change-threshold is a probability in [0, 1], got {threshold}")
 
 
 def _model_dir(model: str | None) -> str:
@@ -67,6 +78,7 @@ def caption_many(args: argparse.Namespace) -> int:
         raise CliError("give --pairs or --before-dir/--after-dir, not both")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_threshold(args.change_threshold)
     try:
         if args.pairs is not None:
             pairs, early_errors = batch_caption.read_manifest(args.pairs), []
@@ -92,6 +104,8 @@ def caption_many(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
         early_errors=early_errors,
+        maps_dir=args.maps,
+        change_threshold=args.change_threshold,
     )
     errors = batch_caption.errors_path(Path(args.out))
     failed = counts["failed"] + counts["failed_earlier"]
@@ -306,11 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results file for many pairs (resumed if it exists); failures: OUT.errors.jsonl")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="format of --out")
     p.add_argument("--batch-size", type=int, default=8, help="pairs per generation batch")
+    p.add_argument("--maps", metavar="DIR", help="also draw each pair's change map and box over its after image here")
+    p.add_argument(
+        "--change-threshold",
+        type=float,
+        metavar="P",
+        help="pairs whose change probability is below P are not captioned (caption 'no change')",
+    )
     p.add_argument("--model", help="OneDiff checkpoint folder (save_pretrained output)")
     p.add_argument("--prompt", default=None, help="instruction given with the images")
     p.add_argument("--max-new-tokens", type=int, default=64, help="length limit of the caption, in tokens")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare caption")
+    p.add_argument("--json", action="store_true", help="print a JSON object (caption, change_probability, change_box)")
     p.set_defaults(func=caption)
 
     x = commands.add_parser("export", help="write the default model as a Hub-ready checkpoint folder")

@@ -84,10 +84,49 @@ def test_manifest_with_bad_rows_captions_the_good_ones_and_lists_the_rest(setup,
     assert "read" in errors["truncated"]  # decoded only while captioning: found by retrying its batch pair by pair
     assert "5 captioned, 4 failed" in capsys.readouterr().out
 
-    # the same captions as the pipeline gives one pair at a time
+    # the same captions, change probabilities and boxes as the pipeline gives one pair at a time
     pipe = load_pipeline(model)
     for row in rows:
-        assert row["caption"] == pipe({"before": row["before"], "after": row["after"]})["generated_text"]
+        alone = pipe(
+            {"before": row["before"], "after": row["after"]}, return_change_probability=True, return_change_map=True
+        )
+        assert row["caption"] == alone["generated_text"] and row["change_box"] == alone["change_box"]
+        assert row["change_probability"] == pytest.approx(alone["change_probability"], abs=1e-6)
+        x0, y0, x1, y1 = row["change_box"]
+        assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 48  # pixels of the 48x48 after image
+
+
+def test_maps_and_threshold(setup, tmp_path, capsys):
+    root, model = setup
+    rows = [{**GOOD[0], "id": "a/b"}, {**GOOD[1], "id": "a_b"}, {**GOOD[2], "id": "plain"}]
+    pairs = manifest(root, rows, "maps.jsonl")
+    out, maps = tmp_path / "out.jsonl", tmp_path / "maps"
+    args = ["caption", "--pairs", str(pairs), "--out", str(out), "--model", str(model), "--maps", str(maps)]
+    assert main([*args, "--change-threshold", "1.0"]) == 0
+    results = read_jsonl(out)
+    assert [r["caption"] for r in results] == ["no change"] * 3  # nothing is surely changed: nothing captioned
+    names = sorted(p.name for p in maps.iterdir())
+    assert len(names) == 3 and "plain.png" in names  # "a/b" and "a_b" never share a file
+    assert names == sorted(batch_caption.map_file_name(r["id"]) for r in results)
+    from PIL import Image
+
+    with Image.open(maps / "plain.png") as overlay, Image.open(root / "images" / "5.png") as after:
+        assert overlay.size == after.size and overlay.mode == "RGB"
+        assert overlay.tobytes() != after.convert("RGB").tobytes()
+    for bad in ("-0.5", "2"):
+        assert (
+            main(["caption", "--pairs", str(pairs), "--out", str(tmp_path / "x.jsonl"), "--change-threshold", bad]) == 2
+        )
+        assert "--change-threshold" in capsys.readouterr().err
+
+
+def test_single_pair_json_has_the_change_fields(setup, capsys):
+    root, model = setup
+    before, after = str(root / "images" / "0.png"), str(root / "images" / "1.png")
+    assert main(["caption", before, after, "--model", str(model), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert set(row) == {"before", "after", "caption", "change_probability", "change_box"}
+    assert 0 <= row["change_probability"] <= 1 and len(row["change_box"]) == 4
 
 
 def test_folders_csv_output_and_names_found_on_one_side(setup, tmp_path):

@@ -1,0 +1,161 @@
+"""How sure the model is that anything changed, and where: answer scoring, the change probability, change maps and
+boxes through the pipeline, on tiny random models (reference values are computed the slow, obvious way)."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from modeling_onediff.pipeline_onediff import NO_CHANGE_ANSWERS, change_box_on_grid
+from onediff_idc.processing.phrasing import TEMPLATES
+from tiny import chat_inputs, random_image, random_pairs, tiny_config, tiny_model_and_processor, tiny_processor
+
+
+@pytest.fixture(scope="module")
+def model_and_processor():
+    return tiny_model_and_processor("clip-llama", seed=3)
+
+
+def full_pass_log_probability(model, inputs, row: int, answer: list[int]) -> float:
+    """log P(answer | prompt) of one row from a single forward pass over prompt + answer, without any cache."""
+    real = inputs["attention_mask"][row].bool()
+    prompt = inputs["input_ids"][row][real]
+    ids = torch.cat([prompt, torch.tensor(answer)]).unsqueeze(0)
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=inputs["pixel_values"][row : row + 1]).logits[0].float()
+    log_probs = logits[len(prompt) - 1 : -1].log_softmax(-1)
+    return float(log_probs.gather(-1, torch.tensor(answer).unsqueeze(-1)).sum())
+
+
+def test_answer_scores_equal_a_full_pass_and_generation_scores(model_and_processor):
+    model, processor = model_and_processor
+    pairs = random_pairs(2)
+    # different prompt lengths, so the batch is left-padded as in batched generation
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": q}]}],
+            add_generation_prompt=True,
+        )
+        for q in ("What changed?", "Describe every difference between the two images, please.")
+    ]
+    inputs = processor(images=pairs, text=texts, padding=True, padding_side="left", return_tensors="pt")
+    assert (inputs["attention_mask"] == 0).any()
+    generated = model.generate(
+        **inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+    new_tokens = generated.sequences[:, inputs["input_ids"].shape[1] :]
+    answers = [new_tokens[0].tolist(), new_tokens[1, :3].tolist()]
+    scores = model.answer_log_probabilities(
+        inputs["input_ids"], inputs["pixel_values"], answers, inputs["attention_mask"]
+    )
+    assert scores.shape == (2, 2)
+    for row in range(2):
+        for k, answer in enumerate(answers):
+            assert scores[row, k].item() == pytest.approx(
+                full_pass_log_probability(model, inputs, row, answer), abs=1e-4
+            )
+    # greedy decoding's own raw logits give the same score to what it generated
+    step_log_probs = torch.stack(generated.logits, dim=1).float().log_softmax(-1)
+    own = step_log_probs[0].gather(-1, new_tokens[0].unsqueeze(-1)).sum()
+    assert scores[0, 0].item() == pytest.approx(own.item(), abs=1e-4)
+
+
+def test_answer_scores_reject_empty_answers(model_and_processor):
+    model, processor = model_and_processor
+    inputs = chat_inputs(processor, random_pairs(1))
+    for answers in ([], [[5], []]):
+        with pytest.raises(ValueError, match="non-empty"):
+            model.answer_log_probabilities(inputs["input_ids"], inputs["pixel_values"], answers)
+
+
+@pytest.fixture(scope="module")
+def pipe(model_and_processor):
+    model, processor = model_and_processor
+    return pipeline("image-difference-captioning", model=model, processor=processor)
+
+
+def test_change_probability_is_one_minus_the_no_change_answers(pipe, model_and_processor):
+    model, processor = model_and_processor
+    before, after = random_image(10, size=50), random_image(11, size=40)
+    answers = ["nothing has changed", "no change"]
+    result = pipe({"before": before, "after": after}, no_change_answers=answers, return_change_probability=True)
+    inputs = chat_inputs(processor, [(before, after)], prompt="Describe the difference between the two images.")
+    end = processor.tokenizer.eos_token_id
+    ids = [processor.tokenizer(a, add_special_tokens=False)["input_ids"] + [end] for a in answers]
+    expected = 1.0 - sum(np.exp(full_pass_log_probability(model, inputs, 0, a)) for a in ids)
+    assert result["change_probability"] == pytest.approx(expected, abs=1e-5)
+    assert set(result) == {"generated_text", "change_probability"}
+
+
+def test_generator_no_change_phrasings_are_scored():
+    # the default model learnt the generators' phrasings: each must count as a "no change" answer
+    assert set(TEMPLATES["none"]) <= set(NO_CHANGE_ANSWERS)
+
+
+def test_threshold_skips_pairs_judged_unchanged_and_batches_agree(pipe):
+    pairs = [{"before": a, "after": b} for a, b in random_pairs(4)]
+    # a random model gives long answers almost no probability: a one-word answer keeps the four pairs apart
+    settings = {
+        "max_new_tokens": 4,
+        "min_new_tokens": 4,
+        "no_change_answers": ["no"],
+        "return_change_probability": True,
+    }
+    plain = [pipe(p, **settings) for p in pairs]
+    probabilities = sorted(r["change_probability"] for r in plain)
+    assert len(set(probabilities)) == 4
+    threshold = (probabilities[1] + probabilities[2]) / 2  # two pairs below, two above
+    batched = pipe(pairs, batch_size=4, change_threshold=threshold, **settings)
+    for one, thresholded in zip(plain, batched):
+        assert thresholded["change_probability"] == pytest.approx(one["change_probability"], abs=1e-5)
+        if one["change_probability"] < threshold:
+            assert thresholded["generated_text"] == "no change"
+        else:
+            assert thresholded["generated_text"] == one["generated_text"]
+    assert sum(r["generated_text"] == "no change" for r in batched) == 2
+    none_captioned = pipe(pairs[:2], batch_size=2, change_threshold=1.0, **settings)
+    assert [r["generated_text"] for r in none_captioned] == ["no change", "no change"]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_threshold_must_be_a_probability(pipe, bad):
+    with pytest.raises(ValueError, match="change_threshold"):
+        pipe({"before": random_image(0), "after": random_image(1)}, change_threshold=bad)
+
+
+def test_box_around_the_peak_on_a_known_map():
+    change_map = np.zeros((6, 8))
+    change_map[1:3, 2:5] = 0.6  # the blob holding the peak
+    change_map[2, 3] = 1.0
+    change_map[5, 7] = 0.55  # strong but not connected to the peak: left out
+    change_map[4, 0] = 0.2  # weak
+    assert change_box_on_grid(change_map) == (2, 1, 5, 3)
+    assert change_box_on_grid(change_map, threshold=0.9) == (3, 2, 4, 3)
+    with pytest.raises(ValueError, match="2-D"):
+        change_box_on_grid(np.zeros(4))
+
+
+def test_grid_boxes_map_back_through_resize_and_centre_crop():
+    siglip = tiny_processor(tiny_config("siglip-qwen2"), "siglip-qwen2")  # plain resize to 32x32
+    assert siglip.grid_box_to_pixels((0, 0, 4, 4), (4, 4), (200, 100)) == [0, 0, 200, 100]
+    assert siglip.grid_box_to_pixels((1, 2, 3, 3), (4, 4), (200, 100)) == [50, 50, 150, 75]
+    clip = tiny_processor(tiny_config("clip-llama"), "clip-llama")  # shortest edge to 32, centre crop 32x32
+    # a 200x100 image becomes 64x32, of which columns 16..48 are kept: the grid covers x in 50..150
+    assert clip.grid_box_to_pixels((0, 0, 4, 4), (4, 4), (200, 100)) == [50, 0, 150, 100]
+    assert clip.grid_box_to_pixels((2, 0, 3, 1), (4, 4), (200, 100)) == [100, 0, 125, 25]
+
+
+def test_pipeline_returns_a_change_map_and_a_box_in_after_pixels(pipe, model_and_processor):
+    model, processor = model_and_processor
+    before, after = random_image(20, size=60), random_image(21, size=90)
+    result = pipe({"before": before, "after": after}, return_change_map=True, max_new_tokens=3)
+    change_map = result["change_map"]
+    assert change_map.shape == (4, 4)  # 32 px / 8 px patches
+    assert change_map.sum() == pytest.approx(1.0, abs=1e-5) and (change_map >= 0).all()
+    inputs = chat_inputs(processor, [(before, after)])
+    expected_map = model.get_delta_attention_maps(inputs["pixel_values"]).change[0].numpy()
+    np.testing.assert_allclose(change_map, expected_map, atol=1e-6)
+    box = result["change_box"]
+    assert box == processor.grid_box_to_pixels(change_box_on_grid(expected_map), (4, 4), (90, 90))
+    x0, y0, x1, y1 = box
+    assert 0 <= x0 < x1 <= 90 and 0 <= y0 < y1 <= 90
