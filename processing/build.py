@@ -76,6 +76,7 @@ def _sample(args: tuple) -> dict:
         references=pair["references"],
         change_type=NO_CHANGE if change_type == "none" else change_type,
         change=pair["change"],
+        change_regions=pair.get("regions"),
     )
 
 

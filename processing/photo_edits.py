@@ -116,8 +116,15 @@ def _zoom(image: Image.Image, factor: float) -> Image.Image:
     return image.crop((offset, offset, offset + side, offset + side)).resize((size, size), Image.Resampling.BICUBIC)
 
 
+def _region(box, size: int) -> list[int]:
+    """A pixel box `[x0, y0, x1, y1]` (ends exclusive), inside the image."""
+    x0, y0, x1, y1 = (round(v) for v in box)
+    return [max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)]
+
+
 def apply_edit(image: Image.Image, edit: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
-    """Returns (edited image, ground truth) for one edit of PHOTO_EDIT_TYPES."""
+    """Returns (edited image, ground truth) for one edit of PHOTO_EDIT_TYPES. Local edits (paste, remove, text) put
+    their pixel box in the ground truth's private `_region` (the caller moves it out)."""
     size = image.size[0]
     if edit in ("brightness", "contrast", "saturation"):
         direction = _choice(rng, ("increase", "decrease"))
@@ -178,7 +185,8 @@ def apply_edit(image: Image.Image, edit: str, rng: np.random.Generator) -> tuple
             draw.rectangle((x0, y0, x1, y1), fill=PASTE_RGB[color], outline=outline, width=width)
         else:
             draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=PASTE_RGB[color], outline=outline)
-        return edited, {"type": edit, "shape": shape, "color": color, "position": position}
+        change = {"type": edit, "shape": shape, "color": color, "position": position}
+        return edited, {**change, "_region": _region((x0, y0, x1 + 1, y1 + 1), size)}
     if edit == "remove":
         position = _choice(rng, POSITIONS)
         box = _box(position, rng.uniform(0.28, 0.36), size, rng)
@@ -186,8 +194,10 @@ def apply_edit(image: Image.Image, edit: str, rng: np.random.Generator) -> tuple
         smoothed = image.filter(ImageFilter.BoxBlur(size * 0.12)).filter(ImageFilter.GaussianBlur(size * 0.03))
         mask = Image.new("L", image.size, 0)
         ImageDraw.Draw(mask).rounded_rectangle(box, radius=size * 0.05, fill=255)
-        edited = Image.composite(smoothed, image, mask.filter(ImageFilter.GaussianBlur(size * 0.01)))
-        return edited, {"type": edit, "position": position}
+        feather = size * 0.01
+        edited = Image.composite(smoothed, image, mask.filter(ImageFilter.GaussianBlur(feather)))
+        region = _region((box[0] - 3 * feather, box[1] - 3 * feather, box[2] + 3 * feather, box[3] + 3 * feather), size)
+        return edited, {"type": edit, "position": position, "_region": region}
     if edit == "text":
         position = _choice(rng, POSITIONS)
         word = _choice(rng, SLOTS["word"].surfaces[""])
@@ -195,16 +205,11 @@ def apply_edit(image: Image.Image, edit: str, rng: np.random.Generator) -> tuple
         draw = ImageDraw.Draw(edited)
         font = ImageFont.load_default(size=max(10, int(size * 0.13)))
         cx, cy = POSITION_CENTERS[position]
-        draw.text(
-            (cx * size, cy * size),
-            word.upper(),
-            font=font,
-            fill=(255, 255, 255),
-            stroke_width=max(1, size // 100),
-            stroke_fill=(0, 0, 0),
-            anchor="mm",
-        )
-        return edited, {"type": edit, "position": position, "_word": word}
+        text = {"xy": (cx * size, cy * size), "text": word.upper(), "font": font, "anchor": "mm"}
+        stroke = max(1, size // 100)
+        draw.text(**text, fill=(255, 255, 255), stroke_width=stroke, stroke_fill=(0, 0, 0))
+        region = _region(draw.textbbox(**text, stroke_width=stroke), size)
+        return edited, {"type": edit, "position": position, "_word": word, "_region": region}
     raise ValueError(f"Unknown photo edit {edit!r}; expected one of {PHOTO_EDIT_TYPES}")
 
 
@@ -225,4 +230,6 @@ def photo_edit_pair(
         after, change = apply_edit(before, edit, rng)
     references = write_references(change, rng, num_references)  # text edits quote the word actually drawn
     change.pop("_word", None)
-    return {"images": [before, after], "references": references, "change": change}
+    region = change.pop("_region", None)
+    regions = [region] if region else []  # a local edit: the same place in both images
+    return {"images": [before, after], "references": references, "change": change, "regions": regions}

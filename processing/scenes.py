@@ -215,38 +215,50 @@ def render_scene(objects: list[SceneObject], view: View, size: int) -> Image.Ima
 
 
 def apply_change(objects: list[SceneObject], change_type: str, rng: np.random.Generator):
-    """Returns (objects after, ground truth) for one change, or None when this scene cannot take it."""
+    """Returns (objects after, ground truth, changed objects) for one change, or None when this scene cannot take
+    it. The changed objects are `(image, object)` with image 0 (before) or 1 (after): where the change shows."""
     if change_type == "add":
         if len(objects) >= 10:
             return None
         new = _random_object(rng, objects)
-        return None if new is None else ([*objects, new], {"type": "add", **new.attributes})
+        return None if new is None else ([*objects, new], {"type": "add", **new.attributes}, [(1, new)])
     index = int(rng.integers(len(objects)))
     target, others = objects[index], objects[:index] + objects[index + 1 :]
     taken = {o.key for o in others}
     if change_type == "drop":
         if len(objects) <= 3:
             return None
-        return others, {"type": "drop", **target.attributes}
+        return others, {"type": "drop", **target.attributes}, [(0, target)]
     if change_type == "color":
         options = [c for c in COLORS if c != target.color and replace(target, color=c).key not in taken]
         if not options:
             return None
         new = replace(target, color=options[int(rng.integers(len(options)))])
-        return [*others, new], {"type": "color", **target.attributes, "new_value": new.color}
+        change = {"type": "color", **target.attributes, "new_value": new.color}
+        return [*others, new], change, [(0, target), (1, new)]
     if change_type == "texture":
         new = replace(target, material="metal" if target.material == "rubber" else "rubber")
         if new.key in taken:
             return None
-        return [*others, new], {"type": "texture", **target.attributes, "new_value": new.material}
+        change = {"type": "texture", **target.attributes, "new_value": new.material}
+        return [*others, new], change, [(0, target), (1, new)]
     if change_type == "move":
         for _ in range(200):
             new = replace(target, x=float(rng.uniform(0.08, 0.92)), y=float(rng.uniform(0.0, 1.0)))
             (x0, y0, _), (x1, y1, _) = _screen(target, View()), _screen(new, View())
             if np.hypot(x1 - x0, y1 - y0) >= MIN_MOVE and _fits(new, others):
-                return [*others, new], {"type": "move", **target.attributes}
+                return [*others, new], {"type": "move", **target.attributes}, [(0, target), (1, new)]
         return None
     raise ValueError(f"Unknown scene change type {change_type!r}; expected one of {SCENE_CHANGE_TYPES}")
+
+
+def object_box(obj: SceneObject, view: View, size: int) -> list[int]:
+    """The pixel box `[x0, y0, x1, y1]` (ends exclusive) that holds the drawn object: every shape is drawn inside
+    the square of its screen radius around its centre."""
+    x, y, r = _screen(obj, view)
+    box = [int(np.floor((x - r) * size)), int(np.floor((y - r) * size))]
+    box += [int(np.ceil((x + r) * size)), int(np.ceil((y + r) * size))]
+    return [min(max(v, 0), size) for v in box]
 
 
 def scene_change_pair(rng: np.random.Generator, change_type: str, size: int, num_references: int = 3) -> dict:
@@ -254,17 +266,18 @@ def scene_change_pair(rng: np.random.Generator, change_type: str, size: int, num
     while True:
         objects = random_scene(rng)
         if change_type == "none":
-            after, change = objects, {"type": "none"}
+            after, change, changed = objects, {"type": "none"}, []
             break
         result = apply_change(objects, change_type, rng)
         if result is not None:
-            after, change = result
+            after, change, changed = result
             break
-    before_view, after_view = random_view(rng), random_view(rng)
+    views = random_view(rng), random_view(rng)
     return {
-        "images": [render_scene(objects, before_view, size), render_scene(after, after_view, size)],
+        "images": [render_scene(objects, views[0], size), render_scene(after, views[1], size)],
         "references": write_references(change, rng, num_references),
         "change": change,
+        "regions": [object_box(obj, views[image], size) for image, obj in changed],
     }
 
 

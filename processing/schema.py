@@ -1,8 +1,11 @@
 """The DiffCap schema: one `datasets.DatasetDict` for every source (design.md, "Data").
 
 `images` / `prompt` / `completion` are the names TRL's vision collator reads. `references` keeps every reference
-caption, `change_type` the benchmark's or generator's change type ("" where none is known) and `change` the JSON
-ground truth of a generated pair ("" for benchmark data).
+caption, `change_type` the benchmark's or generator's change type ("" where none is known), `change` the JSON
+ground truth of a generated pair ("" for benchmark data) and `change_regions` where a generated pair changed: boxes
+`[x0, y0, x1, y1]` in pixels (ends exclusive) of the pair's images, the changed object in the before and/or the after
+image; empty for global edits, unchanged pairs and benchmark data. Folders written before `change_regions` existed
+load with it empty.
 """
 
 import hashlib
@@ -35,8 +38,10 @@ FEATURES = Features(
         "references": List(Value("string")),
         "change_type": Value("string"),
         "change": Value("string"),
+        "change_regions": List(List(Value("int32"))),
     }
 )
+ADDED_LATER = ("change_regions",)  # columns older folders lack: loaded empty
 PAIR_SPLITS = ("train", "validation", "test")
 NO_CHANGE = "no_change"
 
@@ -67,6 +72,7 @@ def make_row(
     change_type: str = "",
     change: dict | None = None,
     allow_uncaptioned: bool = False,
+    change_regions: list | None = None,
 ) -> dict:
     """A row of the schema; images are PIL images (stored as PNG) or `{"bytes", "path"}` dicts. Rows of mined
     pairs awaiting a captioner may have no reference (`allow_uncaptioned`): their completion is empty."""
@@ -82,6 +88,7 @@ def make_row(
         "references": list(references),
         "change_type": change_type,
         "change": "" if change is None else json.dumps(change, sort_keys=True),
+        "change_regions": [[int(v) for v in box] for box in change_regions or []],
     }
 
 
@@ -106,6 +113,11 @@ def load_diffcap(path: str | Path, splits: tuple[str, ...] = ()) -> DatasetDict:
     if not (path / "dataset_dict.json").is_file():
         raise ValueError(f"No DiffCap dataset at {path} (dataset_dict.json missing); build one with `onediff data`")
     dataset_dict = load_from_disk(str(path))
+    for name, split in dataset_dict.items():
+        for column in ADDED_LATER:
+            if column not in split.column_names:
+                split = split.add_column(column, [[]] * len(split), feature=FEATURES[column])
+        dataset_dict[name] = split
     validate_dataset(dataset_dict, splits)
     return dataset_dict
 

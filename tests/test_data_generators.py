@@ -83,7 +83,7 @@ def test_moves_are_large_enough_to_see():
         result = apply_change(objects, "move", rng)
         if result is None:
             continue
-        after, change = result
+        after, change, _ = result
         (moved_before,) = [o for o in objects if o.attributes == {k: change[k] for k in o.attributes}]
         (moved_after,) = [o for o in after if o.key == moved_before.key]
         (x0, y0, _), (x1, y1, _) = _screen(moved_before, View()), _screen(moved_after, View())
@@ -192,21 +192,56 @@ def test_cli_build_with_only_some_sources(tmp_path, capsys):
 
 @pytest.mark.parametrize("change_type", SCENE_TYPES)
 def test_every_scene_change_is_visible_under_the_same_view(change_type):
-    """Rendered with one camera and light, a change alters pixels (beyond anti-aliasing) and "none" alters none."""
-    from onediff_idc.processing.scenes import render_scene
+    """Rendered with one camera and light, a change alters pixels (beyond anti-aliasing) and "none" alters none;
+    what changed lies in the changed objects' boxes (all strong changes; weak ones but for a few shadow pixels)."""
+    from onediff_idc.processing.scenes import object_box, render_scene
 
     rng = np.random.default_rng(21)
     for _ in range(5):
         objects = random_scene(rng)
-        result = (objects, {"type": "none"}) if change_type == "none" else apply_change(objects, change_type, rng)
+        result = (objects, {"type": "none"}, []) if change_type == "none" else apply_change(objects, change_type, rng)
         if result is None:
             continue
-        after, _ = result
+        after, _, changed_objects = result
         view = View()
         before_pixels = np.asarray(render_scene(objects, view, 96), dtype=np.int16)
         after_pixels = np.asarray(render_scene(after, view, 96), dtype=np.int16)
-        changed = (np.abs(before_pixels - after_pixels).max(axis=-1) > 24).sum()
+        difference = np.abs(before_pixels - after_pixels).max(axis=-1)
+        changed = (difference > 24).sum()
+        inside = np.zeros_like(difference, dtype=bool)
+        for _, obj in changed_objects:
+            x0, y0, x1, y1 = object_box(obj, view, 96)
+            inside[y0:y1, x0:x1] = True
         if change_type == "none":
-            assert changed == 0
+            assert changed == 0 and not changed_objects
         else:
             assert changed >= 12, f"{change_type}: only {changed} pixels changed visibly"
+            assert not (difference > 60)[~inside].any()
+            assert (difference > 24)[~inside].sum() <= 0.05 * changed  # soft shadows reach a little further
+
+
+def test_generated_pairs_record_where_they_changed(built):
+    """Scene changes: the changed object's box in the image(s) where it shows; local photo edits: the edited
+    region; global edits and unchanged pairs: nothing. Local photo edits change pixels only inside their box."""
+    expected_boxes = {"add": 1, "drop": 1, "color": 2, "texture": 2, "move": 2, "no_change": 0}
+    expected_boxes |= {"paste": 1, "remove": 1, "text": 1}
+    dataset = load_diffcap(built)
+    for row in dataset["train"]:
+        regions = row["change_regions"]
+        assert len(regions) == expected_boxes.get(row["change_type"], 0), row["change_type"]
+        for x0, y0, x1, y1 in regions:
+            assert 0 <= x0 < x1 <= row["images"][0].width and 0 <= y0 < y1 <= row["images"][0].height
+        if row["source"] == "photo-edit" and regions:
+            (x0, y0, x1, y1), (before, after) = regions[0], row["images"]
+            difference = np.abs(np.asarray(before, dtype=np.int16) - np.asarray(after, dtype=np.int16)).max(-1)
+            outside = difference.copy()
+            outside[y0:y1, x0:x1] = 0
+            assert difference.max() > 24 and outside.max() <= 8
+
+
+def test_folders_written_before_change_regions_load_with_them_empty(built, tmp_path):
+    old = load_from_disk(str(built)).remove_columns("change_regions")
+    old.save_to_disk(str(tmp_path / "old"))
+    dataset = load_diffcap(tmp_path / "old")
+    assert all(split.features == FEATURES for split in dataset.values())
+    assert set(map(len, dataset["train"]["change_regions"])) == {0}
