@@ -3,7 +3,10 @@
 Generates a caption for every pair of a DiffCap split (batched, left-padded, with a progress bar), then scores:
 COCO caption metrics overall, per `source` and per `change_type`; how often "no change" is said on distractor pairs
 and not said on change pairs; and, where the data carries ground truth (`change`), change accuracy with per-field
-accuracies. Writes a JSON file with every prediction and prints a Markdown table.
+accuracies. Where pairs are marked changed or unchanged (`change_type`), change detection from the pipeline's
+change probability (AUROC, accuracy at the threshold); where they record `change_regions`, the change maps'
+pointing game and box IoU, beside a random-delta-module baseline (eval/change_detection.py). Writes a JSON file with
+every prediction and prints a Markdown table.
 """
 
 import json
@@ -17,22 +20,37 @@ from onediff_idc.checkpoints import load_pipeline
 from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
 
 from .change_accuracy import change_accuracy, no_change_accuracy
+from .change_detection import DEFAULT_THRESHOLD, change_detection, localisation
 from .coco import grouped_coco_caption_scores
 
 
 def generate_predictions(
     captioner, split, batch_size: int = 8, max_new_tokens: int = 48, progress: bool = True
-) -> list[str]:
-    """One caption per row, greedy, in the row order."""
+) -> list[dict]:
+    """The pipeline's output (caption and change probability) for every row, greedy, in the row order."""
 
     def pairs():
         for row in split:
             before, after = row["images"]
             yield {"before": before, "after": after, "prompt": row["prompt"]}
 
-    outputs = captioner(pairs(), batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=False)
+    outputs = captioner(
+        pairs(), batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=False, return_change_probability=True
+    )
     bar = tqdm(outputs, total=len(split), desc="captioning", unit="pair", disable=not progress)
-    return [output["generated_text"] for output in bar]
+    return list(bar)
+
+
+def detection_scores(rows: list[dict], probabilities: list[float], threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """Change detection overall and per source, over the rows whose change type is known."""
+    groups = _groups(rows)["by_source"]
+
+    def scores(indices):
+        known = [i for i in indices if rows[i]["change_type"]]
+        labels = [rows[i]["change_type"] != NO_CHANGE for i in known]
+        return change_detection([probabilities[i] for i in known], labels, threshold) if known else None
+
+    return {"overall": scores(range(len(rows))), "by_source": {k: scores(v) for k, v in groups.items()}}
 
 
 def _groups(rows: list[dict]) -> dict[str, dict[str, list[int]]]:
@@ -107,6 +125,30 @@ def markdown_table(results: dict) -> str:
             f"{scores['rouge_l_x100']:.1f} | {scores['cider_d_x100']:.1f} | "
             f"{_pct(acc['change_accuracy']) if acc else '–'} |"
         )
+    detection = results.get("change_detection") or {}
+    detection = [
+        (k, v) for k, v in {"overall": detection.get("overall"), **detection.get("by_source", {})}.items() if v
+    ]
+    if detection:
+        threshold = detection[0][1]["threshold"]
+        lines += [
+            "",
+            f"| change detection | AUROC | accuracy at p >= {threshold:g} | changed said changed | unchanged said "
+            "unchanged |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {k} | {_pct(v['auroc'])} | {_pct(v['accuracy'])} | {_pct(v['change_recall'])} | "
+            f"{_pct(v['no_change_recall'])} |"
+            for k, v in detection
+        ]
+    located = results.get("localisation") or {}
+    if located.get("model", {}).get("pairs"):
+        lines += ["", "| where it changed | pairs | pointing game | box IoU |", "|---|---:|---:|---:|"]
+        lines += [
+            f"| {name.replace('_', ' ')} | {v['pairs']} | {_pct(v['pointing_game'])} | {_pct(v['mean_iou'])} |"
+            for name, v in located.items()
+        ]
     no_change = {"overall": results["no_change"]["overall"], **results["no_change"]["by_source"]}
     no_change = [(k, v) for k, v in no_change.items() if v]
     if no_change:
@@ -135,26 +177,43 @@ def run_eval(
         dataset = dataset.select(range(min(limit, len(dataset))))
     captioner = load_pipeline(model, device)
     start = time.perf_counter()
-    predictions = generate_predictions(captioner, dataset, batch_size, max_new_tokens, progress)
+    outputs = generate_predictions(captioner, dataset, batch_size, max_new_tokens, progress)
     generation_seconds = time.perf_counter() - start
+    predictions = [output["generated_text"] for output in outputs]
+    probabilities = [output["change_probability"] for output in outputs]
     rows = dataset.remove_columns("images").to_list()
     start = time.perf_counter()
     results = score_predictions(rows, predictions)
+    results["change_detection"] = detection_scores(rows, probabilities)
+    metrics_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    located = [i for i, row in enumerate(rows) if row["change_regions"]]
+    if located:
+        pairs = [tuple(dataset[i]["images"]) for i in located]
+        regions = [rows[i]["change_regions"] for i in located]
+        results["localisation"] = localisation(
+            captioner.model, captioner.processor, pairs, regions, batch_size=batch_size, progress=progress
+        )
     results |= {
         "model": str(model),
         "data": str(data),
         "split": split,
-        "seconds": {"generation": generation_seconds, "metrics": time.perf_counter() - start},
+        "seconds": {
+            "generation": generation_seconds,
+            "metrics": metrics_seconds,
+            "localisation": time.perf_counter() - start,
+        },
         "predictions": [
             {
                 "id": r["id"],
                 "source": r["source"],
                 "change_type": r["change_type"],
                 "prediction": p,
+                "change_probability": probability,
                 "references": r["references"],
                 "change": r["change"],
             }
-            for r, p in zip(rows, predictions)
+            for r, p, probability in zip(rows, predictions, probabilities)
         ],
     }
     if out is not None:

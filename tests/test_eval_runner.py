@@ -35,7 +35,15 @@ def test_onediff_eval_end_to_end(model_and_data, capsys):
     assert accuracy["pairs"] == 12 and 0 <= accuracy["change_accuracy"] <= 1
     assert results["no_change"]["overall"]["no_change_pairs"] == 1  # the scene distractor (index 5 of 6)
     first = results["predictions"][0]
-    assert {"id", "prediction", "references", "change"} <= set(first)
+    assert {"id", "prediction", "change_probability", "references", "change"} <= set(first)
+    detection = results["change_detection"]["overall"]
+    assert (detection["change_pairs"], detection["no_change_pairs"]) == (11, 1)
+    assert 0 <= detection["auroc"] <= 1 and "change detection" in printed
+    # local changes (scene objects, pasted/removed/text regions) are scored for the model and a random baseline
+    located = results["localisation"]
+    assert set(located) == {"model", "random_delta_module"}
+    assert located["model"]["pairs"] == located["random_delta_module"]["pairs"] > 0
+    assert 0 <= located["model"]["pointing_game"] <= 1 and "pointing game" in printed
 
 
 def test_scores_of_perfect_predictions(model_and_data):
