@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.image_utils import is_valid_image
+from transformers.image_utils import is_valid_image, load_image
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
 from transformers.tokenization_utils_base import AddedToken
 
@@ -245,6 +245,7 @@ class OneDiffProcessor(ProcessorMixin):
                 raise ValueError(f"Sample {i} of `images` must be a (before, after) pair, got {type(pair).__name__}")
             if len(pair) != 2:
                 raise ValueError(f"Sample {i} has {len(pair)} image(s); OneDiff needs exactly 2 (before, after)")
+            pair = [self._load(image, i, role) for role, image in zip(("before", "after"), pair)]
             for role, image in zip(("before", "after"), pair):
                 if not is_valid_image(image):
                     raise ValueError(
@@ -258,6 +259,16 @@ class OneDiffProcessor(ProcessorMixin):
                         raise ValueError(f"The {role} image of sample {i} cannot be decoded: {error}") from error
             pairs.append(tuple(pair))
         return pairs
+
+    @staticmethod
+    def _load(image, index: int, role: str):
+        """Paths and URLs (as chat messages give them: `{"type": "image", "url": ...}`) are read here."""
+        if not isinstance(image, str):
+            return image
+        try:
+            return load_image(image)
+        except Exception as error:  # missing, unreadable or not an image: say which one
+            raise ValueError(f"Could not read the {role} image of sample {index} ({image}): {error}") from error
 
     def _process_images(self, pairs: list[tuple], images_kwargs: dict) -> torch.Tensor:
         flat = [image for pair in pairs for image in pair]

@@ -76,3 +76,48 @@ def test_bad_inputs_raise_clear_errors_and_the_next_call_works(pipe, image_files
     with pytest.raises(ValueError, match=message):
         pipe(bad, **GENERATION)
     assert pipe({"before": image_files[0], "after": image_files[1]}, **GENERATION)["generated_text"]
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    from tiny import save_tiny_model
+
+    return str(save_tiny_model(tmp_path_factory.mktemp("itt") / "model"))
+
+
+def chat(before, after, question: str = "What changed?") -> list[dict]:
+    content = [{"type": "image", "url": before}, {"type": "image", "url": after}, {"type": "text", "text": question}]
+    return [{"role": "user", "content": content}]
+
+
+def test_image_text_to_text_pipeline_answers_a_chat_with_two_images(saved_model, image_files):
+    standard = pipeline("image-text-to-text", model=saved_model, trust_remote_code=True)
+    ours = pipeline("image-difference-captioning", model=saved_model, trust_remote_code=True)
+    settings = {"max_new_tokens": 6, "min_new_tokens": 6}
+    for before, after, question in ((image_files[0], image_files[1], "What changed?"), (*image_files[2:4], "Diff?")):
+        (answer,) = standard(text=chat(before, after, question), return_full_text=False, **settings)
+        expected = ours({"before": before, "after": after}, prompt=question, **settings)["generated_text"]
+        assert answer["generated_text"].strip() == expected
+    (full,) = standard(text=chat(image_files[0], image_files[1]), **settings)
+    assert full["generated_text"][-1]["role"] == "assistant"
+    with pytest.raises(ValueError, match="needs exactly 2"):
+        one_image = [{"role": "user", "content": [{"type": "image", "url": image_files[0]}, {"type": "text", "text": "?"}]}]
+        standard(text=one_image, **settings)
+
+
+def test_processor_chat_template_tokenizes_with_the_images(pipe, image_files):
+    from PIL import Image
+
+    processor = pipe.processor
+    messages = chat(image_files[0], image_files[1], "Which object moved?")
+    from_chat = processor.apply_chat_template(
+        messages, tokenize=True, return_dict=True, add_generation_prompt=True, return_tensors="pt"
+    )
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    pair = [(Image.open(image_files[0]), Image.open(image_files[1]))]
+    by_hand = processor(images=pair, text=[text], return_tensors="pt")
+    assert set(from_chat) == {"input_ids", "attention_mask", "pixel_values"}
+    for key in by_hand:
+        assert (from_chat[key] == by_hand[key]).all(), key
+    with pytest.raises(ValueError, match="Could not read the after image"):
+        processor.apply_chat_template(chat(image_files[0], "/nowhere/b.png"), tokenize=True, return_dict=True)
