@@ -101,8 +101,8 @@ def test_image_text_to_text_pipeline_answers_a_chat_with_two_images(saved_model,
     (full,) = standard(text=chat(image_files[0], image_files[1]), **settings)
     assert full["generated_text"][-1]["role"] == "assistant"
     with pytest.raises(ValueError, match="needs exactly 2"):
-        one_image = [{"role": "user", "content": [{"type": "image", "url": image_files[0]}, {"type": "text", "text": "?"}]}]
-        standard(text=one_image, **settings)
+        content = [{"type": "image", "url": image_files[0]}, {"type": "text", "text": "?"}]
+        standard(text=[{"role": "user", "content": content}], **settings)
 
 
 def test_processor_chat_template_tokenizes_with_the_images(pipe, image_files):
