@@ -107,3 +107,26 @@ def test_base_model_captions_with_the_pipeline(cache):
     result = pipe({"before": pair["images"][0], "after": pair["images"][1]}, max_new_tokens=8)
     assert isinstance(result["generated_text"], str) and result["generated_text"]
     assert Path(base / "pipeline_onediff.py").is_file()
+
+
+def test_sealed_folders_are_verified_by_stat_and_hashed_only_when_touched(tmp_path, monkeypatch):
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        (folder / "weights.bin").write_bytes(b"w" * 1000)
+
+    folder = towers.cached_build(tmp_path / "built", "source-1", build)
+    hashed = []
+    real_sha256 = towers.sha256
+    monkeypatch.setattr(towers, "sha256", lambda path, progress=False: hashed.append(path.name) or real_sha256(path))
+    assert towers.cached_build(folder, "source-1", build) == folder and len(builds) == 1
+    assert hashed == []  # size and modification time as sealed: no hashing on the cold-start path
+    (folder / "weights.bin").write_bytes(b"w" * 1000)  # rewritten, same bytes: hashed once, then trusted again
+    assert towers.cached_build(folder, "source-1", build) == folder and hashed == ["weights.bin"]
+    assert towers.cached_build(folder, "source-1", build) == folder and hashed == ["weights.bin"]
+    (folder / "weights.bin").write_bytes(b"x" * 1000)  # changed content: rebuilt
+    towers.cached_build(folder, "source-1", build)
+    assert len(builds) == 2 and (folder / "weights.bin").read_bytes() == b"w" * 1000
+    towers.cached_build(folder, "source-2", build)  # another source: rebuilt
+    assert len(builds) == 3
