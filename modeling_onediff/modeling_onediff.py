@@ -649,7 +649,7 @@ class OneDiffModel(OneDiffPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        visual = image_embeds = delta_embeds = None
+        visual = None
         if pixel_values is not None:
             visual = self.get_image_features(
                 pixel_values,
@@ -657,14 +657,7 @@ class OneDiffModel(OneDiffPreTrainedModel):
                 output_hidden_states=kwargs.get("output_hidden_states"),
                 return_dict=True,
             )
-            image_embeds, delta_embeds = visual.pooler_output, visual.delta_hidden_states
-            inputs_embeds = self._scatter_features(
-                input_ids, inputs_embeds, image_embeds, self.config.image_token_id, "image"
-            )
-            if delta_embeds is not None:
-                inputs_embeds = self._scatter_features(
-                    input_ids, inputs_embeds, delta_embeds, self.config.delta_token_id, "delta"
-                )
+            inputs_embeds = self.merge_visual_features(input_ids, inputs_embeds, visual)
 
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
@@ -679,10 +672,24 @@ class OneDiffModel(OneDiffPreTrainedModel):
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            image_hidden_states=image_embeds,
-            delta_hidden_states=delta_embeds,
+            image_hidden_states=visual.pooler_output if visual is not None else None,
+            delta_hidden_states=visual.delta_hidden_states if visual is not None else None,
             image_outputs=visual,
         )
+
+    def merge_visual_features(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, visual: OneDiffVisualOutput
+    ) -> torch.Tensor:
+        """`inputs_embeds` with the image features on the image placeholders and the delta features on the delta
+        placeholders."""
+        inputs_embeds = self._scatter_features(
+            input_ids, inputs_embeds, visual.pooler_output, self.config.image_token_id, "image"
+        )
+        if visual.delta_hidden_states is not None:
+            inputs_embeds = self._scatter_features(
+                input_ids, inputs_embeds, visual.delta_hidden_states, self.config.delta_token_id, "delta"
+            )
+        return inputs_embeds
 
 
 class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
@@ -715,16 +722,38 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         return self.model.get_image_features(pixel_values, **kwargs)
 
     @torch.no_grad()
-    def get_delta_attention_maps(self, pixel_values: torch.FloatTensor) -> OneDiffDeltaAttentionMaps:
+    def embed_pairs(
+        self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor, output_delta_attentions: bool = False
+    ) -> tuple[torch.FloatTensor, OneDiffVisualOutput]:
+        """
+        The decoder's input embeddings (the prompts with their pairs' image and delta features in place) and the
+        visual outputs: what `forward` computes before the decoder, for callers that encode a batch once and then
+        run the decoder several times (the pipeline scores the "no change" answers, draws the change map and
+        generates from one encoding: `generate(input_ids=..., inputs_embeds=...)`).
+        """
+        visual = self.model._encode_pairs(pixel_values, output_delta_attentions=output_delta_attentions)
+        inputs_embeds = self.model.merge_visual_features(input_ids, self.get_input_embeddings()(input_ids), visual)
+        return inputs_embeds, visual
+
+    @torch.no_grad()
+    def get_delta_attention_maps(
+        self, pixel_values: torch.FloatTensor | None = None, image_outputs: OneDiffVisualOutput | None = None
+    ) -> OneDiffDeltaAttentionMaps:
         """
         Where the Visual Delta Module looked on each image's patch grid (the demo draws these as heatmaps).
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, num_channels, height, width)`)
+            image_outputs (`OneDiffVisualOutput`, *optional*): an encoding with delta cross-attentions (from
+                `embed_pairs(..., output_delta_attentions=True)`), instead of `pixel_values`.
         """
         if self.model.delta_module is None:
             raise ValueError("This model has no delta module (`use_delta_module=False`), hence no attention maps")
-        visual = self.model._encode_pairs(pixel_values, output_delta_attentions=True)
+        visual = image_outputs
+        if visual is None:
+            visual = self.model._encode_pairs(pixel_values, output_delta_attentions=True)
+        elif visual.delta_cross_attentions is None:
+            raise ValueError("`image_outputs` holds no delta cross-attentions: encode with output_delta_attentions")
         grid_height, grid_width = (int(x) for x in visual.patch_grid)
         module = self.model.delta_module
         maps = torch.stack(visual.delta_cross_attentions, dim=1)  # (B, blocks, heads, Q, L*R*N)
@@ -744,10 +773,11 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def answer_log_probabilities(
         self,
-        input_ids: torch.LongTensor,
-        pixel_values: torch.FloatTensor,
         answers: list[list[int]],
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
     ) -> torch.FloatTensor:
         """
         log P(answer | pair, prompt) of every answer for every pair, as greedy decoding would score it: one pass over
@@ -756,34 +786,37 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         summed probability of the "no change" answers.
 
         Args:
-            input_ids, pixel_values, attention_mask: the prompts as `OneDiffProcessor` returns them for generation.
             answers (`list[list[int]]`): token ids of each answer, ending with the end-of-turn token so that an
                 answer is not credited with the longer answers it begins.
+            input_ids, pixel_values, attention_mask: the prompts as `OneDiffProcessor` returns them for generation.
+            inputs_embeds: the prompts already embedded (`embed_pairs`), instead of `input_ids` and `pixel_values`.
 
         Returns:
             `torch.FloatTensor` of shape `(batch_size, len(answers))`.
         """
         if not answers or any(len(answer) == 0 for answer in answers):
             raise ValueError("`answers` must be a non-empty list of non-empty token id lists")
-        batch_size, num_answers = input_ids.shape[0], len(answers)
+        if inputs_embeds is None:
+            inputs_embeds, _ = self.embed_pairs(input_ids, pixel_values)
+        batch_size, prompt_length, num_answers = inputs_embeds.shape[0], inputs_embeds.shape[1], len(answers)
+        device = inputs_embeds.device
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask = torch.ones(batch_size, prompt_length, dtype=torch.long, device=device)
         attention_mask = attention_mask.long()
         # positions count real tokens only, as generation counts them for left-padded prompts
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
         prompt = self(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=True,
             logits_to_keep=1,
         )
         longest = max(len(answer) for answer in answers)
-        answer_ids = torch.zeros(num_answers, longest, dtype=torch.long, device=input_ids.device)
+        answer_ids = torch.zeros(num_answers, longest, dtype=torch.long, device=device)
         answer_mask = torch.zeros_like(answer_ids)
         for k, answer in enumerate(answers):
-            answer_ids[k, : len(answer)] = torch.tensor(answer, device=input_ids.device)
+            answer_ids[k, : len(answer)] = torch.tensor(answer, device=device)
             answer_mask[k, : len(answer)] = 1
         scores = prompt.logits[:, -1].float().log_softmax(-1)[:, answer_ids[:, 0]]  # first tokens: (B, K)
         if longest == 1:
@@ -796,7 +829,7 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
             input_ids=inputs,
             attention_mask=torch.cat([attention_mask.repeat_interleave(num_answers, 0), scored], dim=1),
             position_ids=attention_mask.sum(-1, keepdim=True).repeat_interleave(num_answers, 0)
-            + torch.arange(longest - 1, device=input_ids.device),
+            + torch.arange(longest - 1, device=device),
             cache=cache,
             use_cache=True,
         )

@@ -163,33 +163,41 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         return_change_map=False,
     ):
         after_size = model_inputs.pop("after_size")
-        input_ids, pixel_values = model_inputs["input_ids"], model_inputs["pixel_values"]
+        input_ids, attention_mask = model_inputs["input_ids"], model_inputs.get("attention_mask")
         batch_size, prompt_length = input_ids.shape
-        outputs = {}
-        captioned = torch.ones(batch_size, dtype=torch.bool)
+        outputs = {"captioned": torch.ones(batch_size, dtype=torch.bool)}
+        if no_change_answers or return_change_map:
+            # one encoding of the batch serves the answer scores, the change map and generation
+            inputs_embeds, visual = self.model.embed_pairs(
+                input_ids, model_inputs["pixel_values"], output_delta_attentions=return_change_map
+            )
+            generation_inputs = {"input_ids": input_ids, "inputs_embeds": inputs_embeds}
+            if attention_mask is not None:
+                generation_inputs["attention_mask"] = attention_mask
+        else:
+            generation_inputs = model_inputs
         if no_change_answers:
             log_probabilities = self.model.answer_log_probabilities(
-                input_ids, pixel_values, self._answer_ids(no_change_answers), model_inputs.get("attention_mask")
+                self._answer_ids(no_change_answers), attention_mask=attention_mask, inputs_embeds=inputs_embeds
             )
             no_change = log_probabilities.double().exp().sum(-1)  # float64: keeps 1 - p apart from 1 for tiny p
             outputs["change_probability"] = (1.0 - no_change).clamp(0.0, 1.0).cpu()
             if change_threshold is not None:
-                captioned = outputs["change_probability"] >= change_threshold
+                outputs["captioned"] = outputs["change_probability"] >= change_threshold
         if return_change_map:
-            maps = self.model.get_delta_attention_maps(pixel_values)
-            outputs["change_map"] = maps.change.float().cpu()
+            outputs["change_map"] = self.model.get_delta_attention_maps(image_outputs=visual).change.float().cpu()
             outputs["after_size"] = after_size
 
-        generated = torch.full((batch_size, 1), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        captioned = outputs["captioned"]
+        pad = self.tokenizer.pad_token_id or 0
+        outputs["generated_sequence"] = torch.full((batch_size, 1), pad, dtype=torch.long)
         if captioned.any():
             generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}), return_dict_in_generate=False)
             rows = captioned.nonzero().squeeze(1)
-            sub_batch = {key: value[rows] for key, value in model_inputs.items()}
+            sub_batch = {key: value[rows] for key, value in generation_inputs.items()}
             new_tokens = self.model.generate(**sub_batch, **generate_kwargs)[:, prompt_length:].cpu()
-            generated = torch.full((batch_size, new_tokens.shape[1]), generated[0, 0].item(), dtype=torch.long)
-            generated[rows] = new_tokens
-        outputs["generated_sequence"] = generated
-        outputs["captioned"] = captioned
+            outputs["generated_sequence"] = torch.full((batch_size, new_tokens.shape[1]), pad, dtype=torch.long)
+            outputs["generated_sequence"][rows] = new_tokens
         return outputs
 
     def postprocess(self, model_outputs):

@@ -46,9 +46,12 @@ def test_answer_scores_equal_a_full_pass_and_generation_scores(model_and_process
     new_tokens = generated.sequences[:, inputs["input_ids"].shape[1] :]
     answers = [new_tokens[0].tolist(), new_tokens[1, :3].tolist()]
     scores = model.answer_log_probabilities(
-        inputs["input_ids"], inputs["pixel_values"], answers, inputs["attention_mask"]
+        answers, inputs["input_ids"], inputs["pixel_values"], attention_mask=inputs["attention_mask"]
     )
     assert scores.shape == (2, 2)
+    embeds, _ = model.embed_pairs(inputs["input_ids"], inputs["pixel_values"])
+    from_embeds = model.answer_log_probabilities(answers, attention_mask=inputs["attention_mask"], inputs_embeds=embeds)
+    torch.testing.assert_close(from_embeds, scores)
     for row in range(2):
         for k, answer in enumerate(answers):
             assert scores[row, k].item() == pytest.approx(
@@ -65,7 +68,7 @@ def test_answer_scores_reject_empty_answers(model_and_processor):
     inputs = chat_inputs(processor, random_pairs(1))
     for answers in ([], [[5], []]):
         with pytest.raises(ValueError, match="non-empty"):
-            model.answer_log_probabilities(inputs["input_ids"], inputs["pixel_values"], answers)
+            model.answer_log_probabilities(answers, inputs["input_ids"], inputs["pixel_values"])
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +162,13 @@ def test_pipeline_returns_a_change_map_and_a_box_in_after_pixels(pipe, model_and
     assert box == processor.grid_box_to_pixels(change_box_on_grid(expected_map), (4, 4), (90, 90))
     x0, y0, x1, y1 = box
     assert 0 <= x0 < x1 <= 90 and 0 <= y0 < y1 <= 90
+
+
+def test_change_fields_leave_the_caption_as_it_was(pipe):
+    """With the change fields, the batch is encoded once and generation starts from those embeddings: the captions
+    are the ones plain generation from the pixels gives."""
+    pairs = [{"before": a, "after": b} for a, b in random_pairs(3)]
+    settings = {"max_new_tokens": 5, "min_new_tokens": 5}
+    plain = [r["generated_text"] for r in pipe(pairs, batch_size=3, **settings)]
+    for extra in ({"return_change_probability": True}, {"return_change_map": True}):
+        assert [r["generated_text"] for r in pipe(pairs, batch_size=3, **settings, **extra)] == plain

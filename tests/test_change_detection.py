@@ -75,3 +75,20 @@ def test_random_delta_module_baseline_is_restored():
     np.testing.assert_allclose(change_maps(model, processor, pairs, progress=False), own)
     assert not np.allclose(random_maps[0], own[0])
     assert all(m.shape == (4, 4) and m.sum() == pytest.approx(1.0, abs=1e-5) for m in own + random_maps)
+
+
+def test_feature_difference_baseline(tmp_path):
+    from onediff_idc.eval.difference_baseline import main as baseline_main
+    from onediff_idc.processing.build import BuildSpec, build
+    from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
+    from tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "model")
+    spec = BuildSpec(seed=4, scene_pairs=12, photo_pairs=26, caption_samples=0, eval_fraction=0.5, resolution=48)
+    build(spec, tmp_path / "data", progress=False)
+    report = baseline_main(["--model", str(model), "--data", str(tmp_path / "data"), "--layers", "0", "3"])
+    assert set(report["auroc"]) == {"layer_0", "layer_3"}
+    # photo-edit distractors are exact copies: no feature moves, so every changed photo pair scores above them
+    assert report["auroc"]["layer_0"]["photo-edit"] == 1.0
+    test = load_diffcap(tmp_path / "data")["test"]
+    assert NO_CHANGE in test["change_type"] and report["pairs"] == len(test)
