@@ -73,7 +73,7 @@ def test_numpy_and_tensor_images_match_pil(processor):
         ([(random_image(0), random_image(1), random_image(2))], ["q"], "has 3 image"),
         (random_image(0), ["q"], "single image"),
         ([pair(), pair(2)], ["only one prompt"], "2 image pairs but 1 prompts"),
-        ([(random_image(0), "not an image")], ["q"], "after image of sample 0 is a str"),
+        ([(random_image(0), "not an image")], ["q"], "Could not read the after image of sample 0"),  # a path
         ([(random_image(0), {"x": 1})], ["q"], "not an image"),
         ([pair()], [""], "empty"),
         ([pair()], ["   "], "empty"),
