@@ -86,6 +86,12 @@ class OneDiffConfig(PreTrainedConfig):
             Adds one context token per delta feature layer holding that layer's global change: the mean of B-A, the
             mean of |B-A| and the change of each channel's spread over the patches (layer-normed, projected). Global
             photo edits (brightness, blur, a colour cast) live there, not in any single patch.
+        delta_zoom_patches (`int`, *optional*, defaults to 0):
+            A zoom on the change: the delta module's context keeps only the this many patches whose raw features
+            changed most (|B-A| relative to the layer's mean, averaged over the delta feature layers), each tagged
+            with a learned row and column embedding of where it lies. The global tokens still summarise every
+            patch. 0 keeps every patch (the module as the paper describes it). Cuts the context, hence the module's
+            cost, by `num_patches / delta_zoom_patches`.
         delta_attention_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the delta module's attention probabilities.
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
@@ -135,6 +141,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_layer_norm_eps: float = 1e-6
     delta_difference_prior: float = 0.0
     delta_global_difference: bool = False
+    delta_zoom_patches: int = 0
     delta_attention_dropout: float = 0.0
     projector_hidden_act: str = "gelu"
     image_token_id: int | None = None
@@ -194,6 +201,9 @@ class OneDiffConfig(PreTrainedConfig):
             raise ValueError(f"`delta_difference_prior` must be a number, got {self.delta_difference_prior!r}")
         if not isinstance(self.delta_global_difference, bool):
             raise ValueError(f"`delta_global_difference` must be a bool, got {self.delta_global_difference!r}")
+        zoom = self.delta_zoom_patches
+        if isinstance(zoom, bool) or not isinstance(zoom, int) or zoom < 0:
+            raise ValueError(f"`delta_zoom_patches` must be a non-negative integer (0: every patch), got {zoom!r}")
         if not 0.0 <= self.delta_attention_dropout < 1.0:
             raise ValueError(f"`delta_attention_dropout` must be in [0, 1), got {self.delta_attention_dropout!r}")
         for name in ("image_token_id", "delta_token_id"):

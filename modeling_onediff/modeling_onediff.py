@@ -13,6 +13,7 @@ Implements the architecture of Hu et al., "OneDiff: A Generalist Model for Image
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ def global_change_statistics(
 # so these never receive a gradient; they are frozen to keep "every trainable parameter gets a gradient" true.
 _VISION_OUTPUT_MODULES = ("post_layernorm", "layernorm", "head", "pooler")
 _VISION_UNUSED_PARAMETERS = ("mask_token",)  # DINOv2's masked-image-modelling token: never used at inference
+MAX_GRID_SIDE = 64  # patch rows/columns the zoom's position embeddings cover (896 px at patch 14)
 
 
 @dataclass
@@ -106,6 +108,8 @@ class OneDiffVisualOutput(BaseModelOutputWithPooling):
         The B-A context features the delta module saw (`None` when `delta_use_difference=False`).
     delta_cross_attentions (`tuple(torch.FloatTensor)`, returned with `output_attentions=True`):
         One tensor per cross-attention block, of shape `(batch_size, num_heads, num_delta_queries, context_length)`.
+    delta_context_patches (`torch.LongTensor` of shape `(batch_size, delta_zoom_patches)`, *optional*):
+        With `delta_zoom_patches`, the patches (row-major indices) each pair's delta module attended to.
     patch_grid (`torch.LongTensor` of shape `(2,)`):
         Height and width of the patch grid the delta module attended over.
     """
@@ -113,6 +117,7 @@ class OneDiffVisualOutput(BaseModelOutputWithPooling):
     delta_hidden_states: torch.FloatTensor | None = None
     difference_features: torch.FloatTensor | None = None
     delta_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    delta_context_patches: torch.LongTensor | None = None
     patch_grid: torch.LongTensor | None = None
 
 
@@ -295,6 +300,7 @@ class OneDiffDeltaModuleOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     difference_features: torch.FloatTensor | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    context_patches: torch.LongTensor | None = None
 
 
 class OneDiffVisualDeltaModule(nn.Module):
@@ -331,38 +337,67 @@ class OneDiffVisualDeltaModule(nn.Module):
         self.difference_prior_scale = None
         if config.delta_difference_prior:
             self.difference_prior_scale = nn.Parameter(torch.zeros(config.delta_num_attention_heads))
+        self.zoom_row_embeddings = self.zoom_column_embeddings = None
+        if config.delta_zoom_patches:  # where a kept patch lies (zoomed contexts lose the grid's order)
+            self.zoom_row_embeddings = nn.Parameter(torch.zeros(MAX_GRID_SIDE, width))
+            self.zoom_column_embeddings = nn.Parameter(torch.zeros(MAX_GRID_SIDE, width))
 
-    def difference_prior(self, change: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def relative_change(change: torch.Tensor) -> torch.Tensor:
+        """Each patch's |B-A| over the mean |B-A| of its layer: `(batch_size, num_layers, num_patches)`, from raw B-A
+        of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`."""
+        magnitude = change.float().norm(dim=-1)
+        return magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
+
+    def zoom(self, relative: torch.Tensor, patch_grid: tuple[int, int]) -> torch.LongTensor:
+        """The `delta_zoom_patches` patches that changed most (mean relative change over the layers), in grid order:
+        `(batch_size, k)`."""
+        if patch_grid[0] > MAX_GRID_SIDE or patch_grid[1] > MAX_GRID_SIDE:
+            raise ValueError(f"delta_zoom_patches supports patch grids up to {MAX_GRID_SIDE} a side, got {patch_grid}")
+        k = min(self.config.delta_zoom_patches, relative.shape[-1])
+        return relative.mean(dim=1).topk(k, dim=-1).indices.sort(dim=-1).values
+
+    def difference_prior(self, relative: torch.Tensor) -> torch.Tensor:
         """
         The cross-attention bias `(batch_size, num_heads, 1, context_length)` that points the queries at changed
         patches: `scale_h * log1p(r)`, `r` = a patch's |B-A| relative to the mean over its layer's patches. It is the
         same for the A, B and B-A token of a patch, and 0 everywhere for identical images.
 
         Args:
-            change: raw tower features B-A of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`.
+            relative: `relative_change` of the patches in the context, `(batch_size, num_layers, num_patches)`.
         """
-        magnitude = change.float().norm(dim=-1)  # (B, L, N)
-        relative = magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
         prior = torch.log1p(relative).unsqueeze(2).expand(-1, -1, self.num_roles, -1).flatten(1)  # (B, L*R*N)
         if self.global_projection is not None:  # no prior on the global tokens
             prior = torch.cat([prior, prior.new_zeros(prior.shape[0], self.num_feature_layers)], dim=1)
         scale = self.difference_prior_scale.float()
-        return (scale[None, :, None, None] * prior[:, None, None, :]).to(change.dtype)
+        return scale[None, :, None, None] * prior[:, None, None, :]
 
     def build_context(
-        self, before: torch.Tensor, after: torch.Tensor, change: torch.Tensor | None = None
+        self,
+        before: torch.Tensor,
+        after: torch.Tensor,
+        change: torch.Tensor | None = None,
+        patches: torch.LongTensor | None = None,
+        patch_grid: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             before, after: raw tower features of the selected layers, each of shape
                 `(batch_size, num_layers, num_patches, vision_hidden_size)`.
             change: `after - before`, needed with `delta_global_difference` (computed here if not given).
+            patches: with `delta_zoom_patches`, the patches to keep `(batch_size, k)` (see `zoom`), on a grid of
+                `patch_grid` (height, width).
 
         Returns:
             context of shape `(batch_size, num_layers * num_roles * num_patches [+ num_layers], delta_hidden_size)` (the
-            global tokens last, with `delta_global_difference`) and the difference features of shape
-            `(batch_size, num_layers, num_patches, delta_hidden_size)` (or `None`).
+            global tokens last, with `delta_global_difference`; `k` patches instead of all with the zoom) and the
+            difference features of shape `(batch_size, num_layers, num_patches or k, delta_hidden_size)` (or `None`).
         """
+        if self.global_projection is not None:  # global statistics always summarise every patch
+            global_statistics = global_change_statistics(before, after, change)  # (B, L, 3 * Dv)
+        if patches is not None:
+            index = patches[:, None, :, None].expand(-1, before.shape[1], -1, before.shape[-1])
+            before, after = before.gather(2, index), after.gather(2, index)
         projected_before = self.context_projection(self.context_norm(before))  # (B, L, N, D)
         projected_after = self.context_projection(self.context_norm(after))
         roles = [projected_before, projected_after]
@@ -373,10 +408,13 @@ class OneDiffVisualDeltaModule(nn.Module):
         context = torch.stack(roles, dim=2)  # (B, L, R, N, D)
         context = context + self.role_embeddings[None, None, :, None, :]
         context = context + self.layer_embeddings[None, :, None, None, :]
+        if patches is not None:
+            rows, columns = patches // patch_grid[1], patches % patch_grid[1]
+            where = self.zoom_row_embeddings[rows] + self.zoom_column_embeddings[columns]  # (B, k, D)
+            context = context + where[:, None, None]
         context = context.flatten(1, 3)
         if self.global_projection is not None:
-            statistics = global_change_statistics(before, after, change)  # (B, L, 3 * Dv)
-            global_tokens = self.global_projection(self.global_norm(statistics)) + self.layer_embeddings[None]
+            global_tokens = self.global_projection(self.global_norm(global_statistics)) + self.layer_embeddings[None]
             context = torch.cat([context, global_tokens], dim=1)  # (B, L*R*N + L, D)
         return context, difference
 
@@ -385,19 +423,35 @@ class OneDiffVisualDeltaModule(nn.Module):
         before_features: list[torch.Tensor],
         after_features: list[torch.Tensor],
         output_attentions: bool = False,
+        patch_grid: tuple[int, int] | None = None,
     ) -> OneDiffDeltaModuleOutput:
-        """`before_features`, `after_features`: one `(batch_size, num_patches, vision_hidden_size)` tensor per layer."""
+        """
+        `before_features`, `after_features`: one `(batch_size, num_patches, vision_hidden_size)` tensor per layer, on a
+        patch grid of `patch_grid` (height, width; a square grid if not given).
+        """
         if len(before_features) != self.num_feature_layers or len(after_features) != self.num_feature_layers:
             raise ValueError(
                 f"The delta module expects features of {self.num_feature_layers} layers per image, got "
                 f"{len(before_features)} and {len(after_features)}"
             )
         before, after = torch.stack(before_features, dim=1), torch.stack(after_features, dim=1)  # (B, L, N, Dv)
-        # the raw B-A feeds the global tokens and the prior: computed once, only when one of them is on
-        needs_change = self.global_projection is not None or self.difference_prior_scale is not None
+        if patch_grid is None:
+            side = math.isqrt(before.shape[2])
+            if side * side != before.shape[2]:
+                raise ValueError(f"{before.shape[2]} patches are not a square grid: pass `patch_grid`")
+            patch_grid = (side, side)
+        # the raw B-A feeds the global tokens, the prior and the zoom: computed once, only when one of them is on
+        zoomed = self.zoom_row_embeddings is not None
+        needs_change = self.global_projection is not None or self.difference_prior_scale is not None or zoomed
         change = after - before if needs_change else None
-        context, difference = self.build_context(before, after, change)
-        context_bias = self.difference_prior(change) if self.difference_prior_scale is not None else None
+        relative = self.relative_change(change) if (zoomed or self.difference_prior_scale is not None) else None
+        patches = self.zoom(relative, patch_grid) if zoomed else None
+        context, difference = self.build_context(before, after, change, patches, patch_grid)
+        context_bias = None
+        if self.difference_prior_scale is not None:
+            if patches is not None:
+                relative = relative.gather(2, patches[:, None, :].expand(-1, relative.shape[1], -1))
+            context_bias = self.difference_prior(relative).to(context.dtype)
         hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
         cross_attentions = ()
         for block in self.blocks:
@@ -408,6 +462,7 @@ class OneDiffVisualDeltaModule(nn.Module):
             last_hidden_state=self.final_norm(hidden_states),
             difference_features=difference,
             cross_attentions=cross_attentions if output_attentions else None,
+            context_patches=patches,
         )
 
 
@@ -459,6 +514,9 @@ class OneDiffPreTrainedModel(PreTrainedModel):
             init.normal_(module.layer_embeddings, mean=0.0, std=std)
             if module.difference_prior_scale is not None:
                 init.constant_(module.difference_prior_scale, float(self.config.delta_difference_prior))
+            if module.zoom_row_embeddings is not None:
+                init.normal_(module.zoom_row_embeddings, mean=0.0, std=std)
+                init.normal_(module.zoom_column_embeddings, mean=0.0, std=std)
 
 
 class OneDiffModel(OneDiffPreTrainedModel):
@@ -588,10 +646,12 @@ class OneDiffModel(OneDiffPreTrainedModel):
                 [features[:, 0] for features in delta_layers],
                 [features[:, 1] for features in delta_layers],
                 output_attentions=output_delta_attentions,
+                patch_grid=(grid_height, grid_width),
             )
             visual.delta_hidden_states = self.delta_projector(delta_outputs.last_hidden_state)
             visual.difference_features = delta_outputs.difference_features
             visual.delta_cross_attentions = delta_outputs.cross_attentions
+            visual.delta_context_patches = delta_outputs.context_patches
         visual.patch_grid = torch.tensor([grid_height, grid_width])
         return visual
 
@@ -756,11 +816,16 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
             raise ValueError("`image_outputs` holds no delta cross-attentions: encode with output_delta_attentions")
         grid_height, grid_width = (int(x) for x in visual.patch_grid)
         module = self.model.delta_module
-        maps = torch.stack(visual.delta_cross_attentions, dim=1)  # (B, blocks, heads, Q, L*R*N)
-        maps = maps.float().mean(dim=(1, 2, 3))  # (B, L*R*N [+ L global tokens])
-        maps = maps[:, : module.num_feature_layers * module.num_roles * grid_height * grid_width]
-        maps = maps.unflatten(1, (module.num_feature_layers, module.num_roles, grid_height, grid_width))
-        maps = maps.sum(dim=1)  # (B, R, h, w): attention mass per role and patch, summed over feature layers
+        patches = visual.delta_context_patches
+        kept = grid_height * grid_width if patches is None else patches.shape[1]
+        maps = torch.stack(visual.delta_cross_attentions, dim=1)  # (B, blocks, heads, Q, L*R*kept [+ L global])
+        maps = maps.float().mean(dim=(1, 2, 3))  # (B, L*R*kept [+ L])
+        maps = maps[:, : module.num_feature_layers * module.num_roles * kept]
+        maps = maps.unflatten(1, (module.num_feature_layers, module.num_roles, kept)).sum(dim=1)  # (B, R, kept)
+        if patches is not None:  # back onto the full grid: patches outside the zoom got no attention
+            full = maps.new_zeros(maps.shape[0], module.num_roles, grid_height * grid_width)
+            maps = full.scatter(2, patches[:, None, :].expand(-1, module.num_roles, -1), maps)
+        maps = maps.unflatten(2, (grid_height, grid_width))  # (B, R, h, w): attention mass per role and patch
         change = maps.sum(dim=1)
         return OneDiffDeltaAttentionMaps(
             before=maps[:, 0],

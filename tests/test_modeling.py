@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from modeling_onediff import OneDiffForConditionalGeneration
-from tiny import random_image, tiny_model_and_processor
+from tiny import random_image, tiny_config, tiny_model_and_processor
 
 PROMPTS = ["What changed?", "Describe the difference between the two images, please, in one sentence."]
 
@@ -380,7 +380,7 @@ def test_global_difference_tokens_carry_each_layers_global_change():
             hidden = model.model.vision_tower(pixels.flatten(0, 1), output_hidden_states=True).hidden_states
         features = torch.stack([hidden[i][:, 1:] for i in model.config.resolved_delta_feature_layers], dim=1)  # no CLS
         built, _ = module.build_context(features[:1], features[1:])
-        return built, module.difference_prior(features[1:] - features[:1])
+        return built, module.difference_prior(module.relative_change(features[1:] - features[:1]))
 
     same_a, prior_a = context(random_image(1, 32), random_image(1, 32))
     same_b, _ = context(random_image(2, 32), random_image(2, 32))
@@ -398,3 +398,36 @@ def test_global_difference_tokens_carry_each_layers_global_change():
     assert (
         maps.before.shape == (2, 4, 4) and float((maps.before + maps.after + maps.difference).sum(dim=(1, 2)).max()) < 1
     )
+
+
+def test_zoom_keeps_the_most_changed_patches_and_maps_them_back():
+    model, processor = tiny_model_and_processor(
+        "clip-llama", delta_zoom_patches=3, delta_global_difference=True, delta_difference_prior=1.0
+    )
+    module = model.model.delta_module
+    before = np.array(random_image(5, size=32))
+    after = before.copy()
+    changed = {(0, 1): 255, (2, 3): 200, (3, 0): 160}  # (row, column) of the 4x4 grid: three patches change
+    for (row, column), value in changed.items():
+        after[row * 8 : row * 8 + 8, column * 8 : column * 8 + 8] = value
+    batch = processor(images=[(Image.fromarray(before), Image.fromarray(after))], text=["x"], return_tensors="pt")
+    with torch.no_grad():
+        visual = model.get_image_features(batch["pixel_values"], output_attentions=True)
+    kept = visual.delta_context_patches[0].tolist()
+    assert kept == sorted(kept) and len(kept) == 3
+    assert len({row * 4 + column for row, column in changed} & set(kept)) >= 2  # the tower mixes patches a little
+    layers = len(model.config.delta_feature_layers)
+    assert visual.delta_cross_attentions[0].shape[-1] == layers * 3 * 3 + layers  # 3 patches x 3 roles + global
+    maps = model.get_delta_attention_maps(batch["pixel_values"])
+    outside = torch.ones(16, dtype=torch.bool)
+    outside[kept] = False
+    assert maps.change.shape == (1, 4, 4) and float(maps.change.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert float(maps.change.flatten(1)[0, outside].abs().max()) == 0.0
+    # it trains: the position embeddings of the kept patches get a gradient, the others none
+    model.train()
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert module.zoom_row_embeddings.grad.abs().sum(-1).count_nonzero() <= 4  # rows of a 4x4 grid
+    assert module.zoom_row_embeddings.grad[4:].abs().max() == 0
+    with pytest.raises(ValueError, match="delta_zoom_patches"):
+        tiny_config("clip-llama", delta_zoom_patches=-1)

@@ -414,7 +414,7 @@ def test_global_difference_probe_reports_every_layer_set(workspace, tmp_path):
     assert 0 <= report["layer_sets"]["0"]["exact"] <= 1 and report["validation_pairs"] > 0
 
 
-def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp_path):
+def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp_path, monkeypatch):
     from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
     from onediff_idc.processing.schema import load_diffcap
 
@@ -424,10 +424,13 @@ def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp
     straight = np.array(pretrain_delta.cache_features(model, processor, train, tmp_path / "a" / "train.npy", 4))
 
     class Interrupted:  # the dataset as cache_features reads it, stopping (like a kill) at its fifth batch
-        _fingerprint, reads = train._fingerprint, []
+        reads = []
 
         def __len__(self):
             return len(train)
+
+        def select(self, indices):
+            return train.select(indices)
 
         def __getitem__(self, key):
             self.reads.append(key)
@@ -445,3 +448,14 @@ def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp
     assert next(r.start for r in resumed.reads[10:] if isinstance(r, slice)) == 16  # continued, did not start over
     assert np.array_equal(np.asarray(cached), straight)
     assert not target.with_name("train.partial.json").exists()
+
+    # the same rows with a column added (as loading an older folder adds change_regions) reuse the cache ...
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("features were computed again")
+
+    monkeypatch.setattr(pretrain_delta, "pair_patch_states", no_encoding)
+    widened = train.add_column("note", ["x"] * len(train))
+    assert np.array_equal(np.asarray(pretrain_delta.cache_features(model, processor, widened, target, 4)), straight)
+    # ... other rows do not
+    with pytest.raises(AssertionError, match="computed again"):
+        pretrain_delta.cache_features(model, processor, train.select(range(1, len(train))), target, 4)

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
@@ -53,7 +52,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train_pairs", type=int, default=1500, help="photo-edit training pairs to fit on")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    torch.set_num_threads(2)
 
     data = load_diffcap(args.data, splits=("train", "validation"))
     photo = {split: data[split].filter(lambda s: s == "photo-edit", input_columns="source") for split in data}
