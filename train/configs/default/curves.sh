@@ -15,6 +15,6 @@ if [ ! -f "$DATA/dataset_dict.json" ]; then
 fi
 BASE="$(python -c "from onediff_idc.default_model import base_dir; print(base_dir())")"  # what onediff setup built
 python train/learning_curve.py --base "$BASE" --data "$DATA" --out runs/curves --feature_cache_dir runs/curve-features \
-  --designs zoom32 zoom16 prior-global prior global baseline --milestones 1000 3000 10000 20000 "$@"
+  --designs zoom32 zoom16 prior-global prior global baseline --milestones 1000 3000 10000 20000 50000 "$@"
 cp runs/curves/curves.json docs/delta-curves.json
 cp runs/curves/curves.png docs/delta-curves.png
