@@ -147,8 +147,8 @@ def build_demo(model_path: str) -> gr.Blocks:
             "Delta Module's attention on each image."
         )
         with gr.Row():
-            before = gr.Image(type="pil", label="Before", image_mode="RGB")
-            after = gr.Image(type="pil", label="After", image_mode="RGB")
+            before = gr.Image(type="pil", label="Before", image_mode="RGB", elem_id="before-image")
+            after = gr.Image(type="pil", label="After", image_mode="RGB", elem_id="after-image")
         comparison = gr.ImageSlider(label="Before / after", type="pil", interactive=False)
         with gr.Row():
             task = gr.Dropdown(tasks, value=tasks[0], label="Task")
