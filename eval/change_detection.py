@@ -114,7 +114,7 @@ def change_maps(model, processor, pairs, batch_size: int = 8, progress: bool = T
     bar = tqdm(total=len(pairs), desc="change maps", unit="pair", disable=not progress)
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start : start + batch_size]
-        pixel_values = processor(images=batch, text=["?"] * len(batch), return_tensors="pt")["pixel_values"]
+        pixel_values = processor(images=batch, return_tensors="pt")["pixel_values"]
         with torch.no_grad():
             result = model.get_delta_attention_maps(pixel_values.to(model.device))
         maps += list(result.change.float().cpu().numpy())

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
@@ -22,18 +21,16 @@ from .change_detection import roc_auc
 
 def feature_change_scores(model, processor, split, layers: list[int], batch_size: int = 8) -> dict[int, list[float]]:
     """Per layer, the mean patch-feature change of every pair of `split` (relative to the mean feature norm)."""
+    from onediff_idc.train.pretrain_delta import pair_patch_states
+
     scores = {layer: [] for layer in layers}
     for start in tqdm(range(0, len(split), batch_size), desc="feature change", unit="batch"):
-        rows = split[start : start + batch_size]
-        pairs = [tuple(images) for images in rows["images"]]
-        pixel_values = processor(images=pairs, text=["?"] * len(pairs), return_tensors="pt")["pixel_values"]
-        grid = model.model._patch_grid(pixel_values)
-        with torch.no_grad():
-            hidden = model.model.vision_tower(pixel_values.flatten(0, 1), output_hidden_states=True).hidden_states
-        for layer in layers:
-            features = hidden[layer][:, -grid[0] * grid[1] :].unflatten(0, (len(pairs), 2))  # patches only
-            change = (features[:, 1] - features[:, 0]).norm(dim=-1).mean(-1)
-            scores[layer] += (change / features.norm(dim=-1).mean((1, 2))).tolist()
+        pairs = [tuple(images) for images in split[start : start + batch_size]["images"]]
+        features = pair_patch_states(model.model.vision_tower, processor, pairs, layers)  # (B, 2, L, N, D)
+        change = (features[:, 1] - features[:, 0]).norm(dim=-1).mean(-1)  # (B, L)
+        relative = change / features.norm(dim=-1).mean(dim=(1, 3))
+        for k, layer in enumerate(layers):
+            scores[layer] += relative[:, k].tolist()
     return scores
 
 
