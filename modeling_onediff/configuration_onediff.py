@@ -92,6 +92,11 @@ class OneDiffConfig(PreTrainedConfig):
             with a learned row and column embedding of where it lies. The global tokens still summarise every
             patch. 0 keeps every patch (the module as the paper describes it). Cuts the context, hence the module's
             cost, by `num_patches / delta_zoom_patches`.
+        delta_shift_tolerance (`int`, *optional*, defaults to 0):
+            How far (in patches) a patch may move between the images and still count as unchanged, for the prior and
+            the zoom: a patch's change is then its distance to the nearest patch of the other image within this many
+            rows and columns (the larger of both directions, so that added and removed objects both stand out).
+            Camera jitter moves every patch a little; with 0 (same-position |B-A|) that motion reads as change.
         delta_attention_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the delta module's attention probabilities.
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
@@ -142,6 +147,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_difference_prior: float = 0.0
     delta_global_difference: bool = False
     delta_zoom_patches: int = 0
+    delta_shift_tolerance: int = 0
     delta_attention_dropout: float = 0.0
     projector_hidden_act: str = "gelu"
     image_token_id: int | None = None
@@ -204,6 +210,9 @@ class OneDiffConfig(PreTrainedConfig):
         zoom = self.delta_zoom_patches
         if isinstance(zoom, bool) or not isinstance(zoom, int) or zoom < 0:
             raise ValueError(f"`delta_zoom_patches` must be a non-negative integer (0: every patch), got {zoom!r}")
+        shift = self.delta_shift_tolerance
+        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+            raise ValueError(f"`delta_shift_tolerance` must be a non-negative integer (patches), got {shift!r}")
         if not 0.0 <= self.delta_attention_dropout < 1.0:
             raise ValueError(f"`delta_attention_dropout` must be in [0, 1), got {self.delta_attention_dropout!r}")
         for name in ("image_token_id", "delta_token_id"):

@@ -87,6 +87,26 @@ def global_change_statistics(
 # so these never receive a gradient; they are frozen to keep "every trainable parameter gets a gradient" true.
 _VISION_OUTPUT_MODULES = ("post_layernorm", "layernorm", "head", "pooler")
 _VISION_UNUSED_PARAMETERS = ("mask_token",)  # DINOv2's masked-image-modelling token: never used at inference
+
+
+def nearest_patch_distance(
+    features: torch.Tensor, others: torch.Tensor, patch_grid: tuple[int, int], radius: int
+) -> torch.Tensor:
+    """For every patch of `features`, the distance to the nearest patch of `others` at most `radius` rows and columns
+    away (the grid's edge patches repeated beyond it): `(batch_size, num_layers, num_patches)` from two
+    `(batch_size, num_layers, num_patches, hidden_size)` tensors on a `patch_grid` (height, width) grid."""
+    height, width = patch_grid
+    grid = others.float().unflatten(2, (height, width)).permute(0, 1, 4, 2, 3)  # (B, L, D, h, w)
+    padded = F.pad(grid.flatten(0, 1), (radius,) * 4, mode="replicate").unflatten(0, grid.shape[:2])
+    features = features.float().unflatten(2, (height, width)).permute(0, 1, 4, 2, 3)
+    nearest = None
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            distance = (features - padded[..., dy : dy + height, dx : dx + width]).norm(dim=2)  # (B, L, h, w)
+            nearest = distance if nearest is None else torch.minimum(nearest, distance)
+    return nearest.flatten(2)
+
+
 MAX_GRID_SIDE = 64  # patch rows/columns the zoom's position embeddings cover (896 px at patch 14)
 
 
@@ -342,11 +362,21 @@ class OneDiffVisualDeltaModule(nn.Module):
             self.zoom_row_embeddings = nn.Parameter(torch.zeros(MAX_GRID_SIDE, width))
             self.zoom_column_embeddings = nn.Parameter(torch.zeros(MAX_GRID_SIDE, width))
 
-    @staticmethod
-    def relative_change(change: torch.Tensor) -> torch.Tensor:
-        """Each patch's |B-A| over the mean |B-A| of its layer: `(batch_size, num_layers, num_patches)`, from raw B-A
-        of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`."""
-        magnitude = change.float().norm(dim=-1)
+    def relative_change(self, before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int]) -> torch.Tensor:
+        """
+        Each patch's change over the mean change of its layer: `(batch_size, num_layers, num_patches)`, from raw
+        features of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`. The change is |B-A| at the same
+        position or, with `delta_shift_tolerance` r, the distance to the nearest patch of the other image within r
+        rows and columns, taken both ways (an added object has no match in A, a removed one none in B).
+        """
+        radius = self.config.delta_shift_tolerance
+        if radius == 0:
+            magnitude = (after - before).float().norm(dim=-1)
+        else:
+            magnitude = torch.maximum(
+                nearest_patch_distance(after, before, patch_grid, radius),
+                nearest_patch_distance(before, after, patch_grid, radius),
+            )
         return magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
 
     def zoom(self, relative: torch.Tensor, patch_grid: tuple[int, int]) -> torch.LongTensor:
@@ -440,11 +470,11 @@ class OneDiffVisualDeltaModule(nn.Module):
             if side * side != before.shape[2]:
                 raise ValueError(f"{before.shape[2]} patches are not a square grid: pass `patch_grid`")
             patch_grid = (side, side)
-        # the raw B-A feeds the global tokens, the prior and the zoom: computed once, only when one of them is on
+        # the raw change feeds the global tokens, the prior and the zoom: computed only when one of them is on
         zoomed = self.zoom_row_embeddings is not None
-        needs_change = self.global_projection is not None or self.difference_prior_scale is not None or zoomed
-        change = after - before if needs_change else None
-        relative = self.relative_change(change) if (zoomed or self.difference_prior_scale is not None) else None
+        change = after - before if self.global_projection is not None else None
+        needs_relative = zoomed or self.difference_prior_scale is not None
+        relative = self.relative_change(before, after, patch_grid) if needs_relative else None
         patches = self.zoom(relative, patch_grid) if zoomed else None
         context, difference = self.build_context(before, after, change, patches, patch_grid)
         context_bias = None

@@ -7,6 +7,7 @@ from safetensors.torch import load_file, save_file
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from modeling_onediff import OneDiffForConditionalGeneration
+from modeling_onediff.modeling_onediff import nearest_patch_distance
 from tiny import random_image, tiny_config, tiny_model_and_processor
 
 PROMPTS = ["What changed?", "Describe the difference between the two images, please, in one sentence."]
@@ -380,7 +381,7 @@ def test_global_difference_tokens_carry_each_layers_global_change():
             hidden = model.model.vision_tower(pixels.flatten(0, 1), output_hidden_states=True).hidden_states
         features = torch.stack([hidden[i][:, 1:] for i in model.config.resolved_delta_feature_layers], dim=1)  # no CLS
         built, _ = module.build_context(features[:1], features[1:])
-        return built, module.difference_prior(module.relative_change(features[1:] - features[:1]))
+        return built, module.difference_prior(module.relative_change(features[:1], features[1:], (4, 4)))
 
     same_a, prior_a = context(random_image(1, 32), random_image(1, 32))
     same_b, _ = context(random_image(2, 32), random_image(2, 32))
@@ -431,3 +432,30 @@ def test_zoom_keeps_the_most_changed_patches_and_maps_them_back():
     assert module.zoom_row_embeddings.grad[4:].abs().max() == 0
     with pytest.raises(ValueError, match="delta_zoom_patches"):
         tiny_config("clip-llama", delta_zoom_patches=-1)
+
+
+def test_shift_tolerance_tells_a_moved_camera_from_a_changed_patch():
+    torch.manual_seed(0)
+    before = torch.randn(1, 1, 6, 6, 8)  # (batch, layer, rows, columns, channels)
+    after = torch.roll(before, shifts=1, dims=3)  # the camera moved one column: every patch has a neighbour match
+    after[0, 0, 2, 3] = torch.randn(8) * 3  # and one patch really changed
+    flat_before, flat_after = before.flatten(2, 3), after.flatten(2, 3)
+    distance = nearest_patch_distance(flat_after, flat_before, (6, 6), radius=1).view(6, 6)
+    changed = torch.zeros(6, 6, dtype=torch.bool)
+    changed[2, 3] = True
+    changed[:, 0] = True  # the column that wrapped around from the far edge has no match either
+    assert distance[~changed].abs().max() < 1e-6 and distance[2, 3] > 1
+
+    def delta_module(shift_tolerance: int):
+        model = tiny_model_and_processor("clip-llama", delta_zoom_patches=1, delta_shift_tolerance=shift_tolerance)[0]
+        return model.model.delta_module
+
+    module = delta_module(1)
+    tolerant = module.relative_change(flat_before, flat_after, (6, 6))
+    strict = delta_module(0).relative_change(flat_before, flat_after, (6, 6))
+    assert int(module.zoom(tolerant, (6, 6))) == 2 * 6 + 3  # the zoom keeps the changed patch, not the moved ones
+    assert (strict > 0.5).sum() > 20  # same-position |B-A| sees change nearly everywhere
+    identical = module.relative_change(flat_before, flat_before, (6, 6))
+    assert identical.abs().max() == 0
+    with pytest.raises(ValueError, match="delta_shift_tolerance"):
+        tiny_config("clip-llama", delta_shift_tolerance=-1)

@@ -45,6 +45,13 @@ DESIGNS = {
     # a zoom on the change: only the most-changed patches in the context (8x / 16x cheaper than all 256)
     "zoom32": {"delta_zoom_patches": 32, "delta_difference_prior": 1.0, "delta_global_difference": True},
     "zoom16": {"delta_zoom_patches": 16, "delta_difference_prior": 1.0, "delta_global_difference": True},
+    # the same zoom, choosing patches by a difference that forgives camera jitter of up to one patch
+    "zoom16-shift": {
+        "delta_zoom_patches": 16,
+        "delta_difference_prior": 1.0,
+        "delta_global_difference": True,
+        "delta_shift_tolerance": 1,
+    },
 }
 SOURCES = ("scene-change", "photo-edit")
 
