@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from transformers import pipeline
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from onediff_idc.processing.build import BuildSpec, build
 from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
-from onediff_idc.train.common import NEW_PARTS
+from onediff_idc.train.common import COMPLETE_MARKER, NEW_PARTS
 from tiny import random_image, save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +62,8 @@ def sft_args(workspace: Path, out: Path, *extra: str) -> list[str]:
 
 
 def losses(log: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return [record["loss"] for record in records if "loss" in record]  # evaluation lines have none
 
 
 def test_stage1_trains_the_new_parts_and_leaves_the_towers_bit_identical(workspace, tmp_path):
@@ -73,7 +76,7 @@ def test_stage1_trains_the_new_parts_and_leaves_the_towers_bit_identical(workspa
         assert torch.equal(before[name], after[name]) == frozen, name
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and all(r["samples_per_second"] > 0 for r in records)
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
     pipe = pipeline("image-difference-captioning", model=str(final), trust_remote_code=True)
     assert isinstance(
         pipe({"before": random_image(0), "after": random_image(1)}, max_new_tokens=3)["generated_text"], str
@@ -93,7 +96,7 @@ def test_stage1_resume_continues_exactly(workspace, tmp_path):
     common = ("--max_steps", "6", "--save_steps", "3", "--gradient_accumulation_steps", "2")
     straight = pretrain_coupled.main(stage1_args(workspace, tmp_path / "straight", *common))
     stopped = pretrain_coupled.main(stage1_args(workspace, tmp_path / "split", *common, "--stop_after_steps", "3"))
-    assert stopped.name == "step-3" and not (tmp_path / "split" / "final").exists()
+    assert stopped.name == "checkpoint_0" and not (tmp_path / "split" / "final").exists()
     resumed = pretrain_coupled.main(stage1_args(workspace, tmp_path / "split", *common, "--resume", "latest"))
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     for name in a:
@@ -115,7 +118,7 @@ def test_stage1_two_process_cpu_data_parallel(workspace, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((tmp_path / "ddp" / "run_info.json").read_text())
     assert info == {"distributed_type": "DistributedType.MULTI_CPU", "num_processes": 2, "steps": 3}
-    checkpoint = tmp_path / "ddp" / "checkpoints" / "step-3"
+    checkpoint = tmp_path / "ddp" / "checkpoints" / "checkpoint_0"
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoint.iterdir()}
     assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
 
@@ -302,10 +305,12 @@ def test_delta_supervision_caches_features_learns_and_resumes_exactly(workspace,
     assert sum(train_losses[-3:]) < 0.7 * sum(train_losses[:3])
 
     # interrupted after 3 of 8 epochs, resumed: exactly the straight run (features reused, not rebuilt)
-    run(tmp_path / "resumed", "--num_train_epochs", "8", "--stop_after_epochs", "3")
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["epoch"] == 3
+    stopped = run(tmp_path / "resumed", "--num_train_epochs", "8", "--stop_after_epochs", "3")
+    marker = json.loads((stopped / "checkpoint_complete.json").read_text())
+    straight_steps = json.loads((tmp_path / "straight" / "log.jsonl").read_text().splitlines()[-1])["step"]
+    assert marker["step"] * 8 == straight_steps * 3 and len(marker["report"]["epochs"]) == 3
     assert not (tmp_path / "resumed" / "final").exists()
-    resumed = run(tmp_path / "resumed", "--num_train_epochs", "8", "--resume", "true")
+    resumed = run(tmp_path / "resumed", "--num_train_epochs", "8", "--resume", "latest")
     assert cached.stat().st_mtime_ns == cached_at
     first, second = (load_file(p / "model.safetensors") for p in (straight, resumed))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -459,3 +464,61 @@ def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp
     # ... other rows do not
     with pytest.raises(AssertionError, match="computed again"):
         pretrain_delta.cache_features(model, processor, train.select(range(1, len(train))), target, 4)
+
+
+def delta_args(workspace: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", out]
+    args += ["--feature_cache_dir", out.parent / "features", "--per_device_train_batch_size", "4"]
+    args += ["--learning_rate", "3e-3", "--logging_steps", "1", *extra]
+    return [str(a) for a in args]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["pretrain_delta", "pretrain_coupled"])
+def test_sigkill_at_random_moments_and_mid_save_resumes_to_the_same_weights(workspace, tmp_path, script):
+    if script == "pretrain_delta":
+        model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
+        args = lambda out, *extra: delta_args(workspace, model, out, "--num_train_epochs", "40", *extra)  # noqa: E731
+        save_every = ("--save_steps", "5")
+    else:
+        args = lambda out, *extra: stage1_args(workspace, out, "--max_steps", "24", *extra)  # noqa: E731
+        save_every = ("--save_steps", "3")
+    module = {"pretrain_delta": pretrain_delta, "pretrain_coupled": pretrain_coupled}[script]
+    straight = module.main(args(tmp_path / "straight", *save_every))
+
+    out, checkpoints = tmp_path / "killed", tmp_path / "killed" / "checkpoints"
+    rng = np.random.default_rng(0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(*runner: str) -> subprocess.Popen:
+        resume = ("--resume", "latest") if list(checkpoints.glob("checkpoint_*/checkpoint_complete.json")) else ()
+        command = [sys.executable, *runner, str(REPO / "train" / f"{script}.py"), *args(out, *save_every, *resume)]
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def logged_steps() -> int:
+        log = out / "log.jsonl"
+        return len(log.read_text().splitlines()) if log.is_file() else 0
+
+    # 1. killed while writing its second checkpoint: that folder stays half-written, without the marker
+    proc = start(str(REPO / "tests" / "kill_during_save.py"), "1")
+    assert proc.wait(timeout=600) == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    assert (checkpoints / "checkpoint_1").is_dir() and not (checkpoints / "checkpoint_1" / COMPLETE_MARKER).exists()
+    # 2. killed at random moments of training (resumed from the last complete checkpoint each time)
+    killed = 0
+    for _ in range(2):
+        before, proc = logged_steps(), start()
+        while proc.poll() is None and logged_steps() <= before + 1:
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.0, 0.4)))
+        proc.send_signal(signal.SIGKILL)
+        killed += proc.wait(timeout=600) == -signal.SIGKILL
+    assert killed >= 1
+    # 3. killed mid-save again, further on; then run to the end
+    proc = start(str(REPO / "tests" / "kill_during_save.py"), str(1 + len(list(checkpoints.iterdir())) + 1))
+    proc.wait(timeout=600)
+    proc = start()
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+
+    a, b = (load_file(p / "model.safetensors") for p in (straight, out / "final"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(out / "log.jsonl") == losses(tmp_path / "straight" / "log.jsonl")  # no step logged twice or lost

@@ -1,6 +1,10 @@
-"""What both training stages share: model loading, the batch collator and the final checkpoint."""
+"""What the training loops share: model loading, the batch collator, accelerate's checkpointing and trackers, and
+the final checkpoint."""
 
+import json
 import os
+import re
+import shutil
 import sys
 from dataclasses import dataclass, field, fields
 from difflib import get_close_matches
@@ -8,6 +12,9 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker
+from accelerate.utils import ProjectConfiguration
 from trl import TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
@@ -152,3 +159,157 @@ def save_final(model, processor: OneDiffProcessor, out: str | Path) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+# ---- accelerate's checkpointing and trackers, as both custom loops use them ----------------------------------------
+
+COMPLETE_MARKER = "checkpoint_complete.json"  # written last: a folder without it was cut short (a kill mid-save)
+
+
+class RunProgress:
+    """Where a run stands (step, data position, reports): registered with `accelerator.register_for_checkpointing`,
+    so `save_state` / `load_state` carry it beside the model, optimizer, scheduler and RNG states."""
+
+    def __init__(self, **values):
+        self.values = dict(values)
+
+    def __getitem__(self, key: str):
+        return self.values[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        self.values[key] = value
+
+    def state_dict(self) -> dict:
+        return dict(self.values)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values = dict(state)
+
+
+class JsonLinesTracker(GeneralTracker):
+    """An accelerate tracker that appends every `accelerator.log(values, step)` to `<output_dir>/log.jsonl` as one
+    JSON line; always on, beside whatever `report_to` asks for (TensorBoard, W&B, ...)."""
+
+    name = "jsonl"
+    requires_logging_directory = False
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+
+    @property
+    def tracker(self):
+        return self.path
+
+    def store_init_configuration(self, values: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.with_name("run_config.json").write_text(json.dumps(values, indent=1, default=str) + "\n")
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def report_to_trackers(report_to: list[str] | str | None) -> list[str]:
+    """`report_to` as transformers' TrainingArguments read it ("none", "all", or integration names)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if names in ([], ["none"]):
+        return []
+    return ["all"] if "all" in names else names
+
+
+def make_accelerator(
+    output_dir: str | Path, report_to, save_total_limit: int | None, **kwargs
+) -> tuple[Accelerator, Path]:
+    """An Accelerator that names and rotates checkpoints itself (`<output_dir>/checkpoints/checkpoint_<i>`, the
+    newest `save_total_limit` kept) and logs to log.jsonl plus the `report_to` trackers (`<output_dir>/runs`)."""
+    if save_total_limit is not None and save_total_limit < 2:
+        # accelerate deletes the oldest checkpoint before writing the next: with one kept, a kill mid-save loses both
+        raise ValueError(f"`save_total_limit` must be >= 2 so that a kill mid-save leaves one, got {save_total_limit}")
+    output_dir = Path(output_dir)
+    project = ProjectConfiguration(
+        project_dir=str(output_dir),
+        logging_dir=str(output_dir / "runs"),
+        automatic_checkpoint_naming=True,
+        total_limit=save_total_limit,
+    )
+    trackers = [JsonLinesTracker(output_dir / "log.jsonl"), *report_to_trackers(report_to)]
+    return Accelerator(project_config=project, log_with=trackers, **kwargs), output_dir / "checkpoints"
+
+
+def _checkpoint_number(path: Path) -> int:
+    return int(re.fullmatch(r"checkpoint_(\d+)", path.name).group(1))
+
+
+def checkpoint_folders(checkpoints: Path) -> list[Path]:
+    """accelerate's `checkpoint_<i>` folders, oldest first (complete or not)."""
+    found = [p for p in checkpoints.glob("checkpoint_*") if re.fullmatch(r"checkpoint_\d+", p.name)]
+    return sorted(found, key=_checkpoint_number)
+
+
+def complete_checkpoints(checkpoints: Path) -> list[Path]:
+    return [p for p in checkpoint_folders(checkpoints) if (p / COMPLETE_MARKER).is_file()]
+
+
+def save_checkpoint(accelerator: Accelerator, progress: RunProgress) -> Path:
+    """`accelerator.save_state()`, then the marker that says the folder is whole (with the progress, for people)."""
+    folder = Path(accelerator.save_state())
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        marker = folder / COMPLETE_MARKER
+        marker.with_suffix(".tmp").write_text(json.dumps(progress.state_dict(), default=str) + "\n")
+        marker.with_suffix(".tmp").replace(marker)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def find_resume_checkpoint(checkpoints: Path, resume: str | None) -> Path | None:
+    """The checkpoint `--resume` names ('latest': the newest complete one), checked before any model loads; None to
+    start fresh, which refuses a folder that already holds complete checkpoints of another run."""
+    complete = complete_checkpoints(checkpoints)
+    if resume is None:
+        if complete:
+            raise ValueError(
+                f"{checkpoints} holds checkpoints of an earlier run: continue it with --resume latest, or choose "
+                "another output_dir"
+            )
+        return None
+    if resume == "latest":
+        if not complete:
+            raise ValueError(f"--resume latest: no complete checkpoint in {checkpoints}")
+        return complete[-1]
+    path = Path(resume)
+    if not (path / COMPLETE_MARKER).is_file():
+        raise ValueError(f"--resume: {path} is not a complete checkpoint folder ({COMPLETE_MARKER} missing)")
+    return path
+
+
+def restore_checkpoint(accelerator: Accelerator, checkpoints: Path, resume_from: Path | None) -> None:
+    """Drops folders a kill cut short (they would block accelerate's numbering), loads `resume_from` if given, and
+    sets accelerate's checkpoint counter past every folder kept."""
+    if accelerator.is_main_process:
+        for folder in checkpoint_folders(checkpoints):
+            if not (folder / COMPLETE_MARKER).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+    kept = checkpoint_folders(checkpoints)
+    accelerator.project_configuration.iteration = _checkpoint_number(kept[-1]) + 1 if kept else 0
+
+
+def forget_log_after(log: Path, step: int) -> None:
+    """After a resume, drops log.jsonl lines of steps past the checkpoint: those steps run again and log again."""
+    if log.is_file():
+        lines = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        log.write_text("".join(line + "\n" for line in lines))
+
+
+def tracker_config(*arguments) -> dict:
+    """The run's arguments as trackers take hyperparameters: scalars as they are, anything else as text."""
+    config = {}
+    for dataclass_instance in arguments:
+        for key, value in vars(dataclass_instance).items():
+            config[key] = value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+    return config

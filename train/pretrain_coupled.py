@@ -6,13 +6,15 @@
 Two single-image caption samples (the `captions` split of a DiffCap dataset) are merged on the fly into one pseudo
 pair: both images as before/after, the two captions joined as the target. The vision tower and the language model
 stay frozen; the Visual Delta Module and both projectors learn to carry what is in each image to the language model.
-Checkpoints (`accelerate.save_state`: model, optimizer, scheduler, RNG) and the data position are saved every
-`save_steps`; `--resume` continues exactly. The final folder is an ordinary OneDiff checkpoint.
+Checkpoints are accelerate's own (`save_state` of model, optimizer, scheduler, RNG and the registered run progress,
+named and rotated by its `ProjectConfiguration`) every `save_steps`; `--resume latest` continues exactly from the
+newest complete one (`skip_first_batches`), also after a kill mid-save. Losses go to accelerate's trackers: always
+log.jsonl, plus `report_to` (e.g. tensorboard, under output_dir/runs). The final folder is an ordinary OneDiff
+checkpoint.
 """
 
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -32,10 +33,17 @@ from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.common import (
     ModelArguments,
     OneDiffCollator,
+    RunProgress,
+    find_resume_checkpoint,
+    forget_log_after,
     load_model_and_processor,
+    make_accelerator,
     parse_recipe,
     present_new_parts,
+    restore_checkpoint,
+    save_checkpoint,
     save_final,
+    tracker_config,
 )
 
 
@@ -58,7 +66,11 @@ class CoupledTrainingArguments:
     seed: int = field(default=42, metadata={"help": "seed of initialisation, pairing and dropout"})
     logging_steps: int = field(default=10, metadata={"help": "log the mean loss every N optimizer steps"})
     save_steps: int = field(default=500, metadata={"help": "checkpoint every N optimizer steps (0: only at the end)"})
-    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (>= 2: a kill mid-save leaves one)"})
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={"help": "trackers besides log.jsonl, as in TrainingArguments: none, all, tensorboard, wandb, ..."},
+    )
     resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder to continue from"})
     stop_after_steps: int | None = field(
         default=None, metadata={"help": "stop (after checkpointing) at this step, e.g. to split a run into sessions"}
@@ -106,26 +118,6 @@ class CoupledPairs(Dataset):
         }
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
-    folder = output_dir / "checkpoints"
-    found = [p for p in folder.glob("step-*") if (p / "trainer_state.json").is_file()] if folder.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def _resolve_resume(args: CoupledTrainingArguments) -> Path | None:
-    if args.resume is None:
-        return None
-    if args.resume == "latest":
-        found = _checkpoints(Path(args.output_dir))
-        if not found:
-            raise ValueError(f"--resume latest: no checkpoint in {args.output_dir}/checkpoints")
-        return found[-1]
-    path = Path(args.resume)
-    if not (path / "trainer_state.json").is_file():
-        raise ValueError(f"--resume: {path} is not a checkpoint folder (trainer_state.json missing)")
-    return path
-
-
 def parse(argv: list[str] | None) -> tuple[ModelArguments, CoupledTrainingArguments]:
     return parse_recipe((ModelArguments, CoupledTrainingArguments), argv)
 
@@ -139,15 +131,21 @@ def main(argv: list[str] | None = None) -> Path:
     image_counts = pyarrow.compute.list_value_length(captions.with_format("arrow")["images"])  # no image decoded
     if not pyarrow.compute.all(pyarrow.compute.equal(image_counts, 1)).as_py():
         raise ValueError(f"Split {args.dataset_split!r} must hold single-image caption samples")
-    resume_from = _resolve_resume(args)
+    output_dir = Path(args.output_dir)
+    resume_from = find_resume_checkpoint(output_dir / "checkpoints", args.resume)
 
     cuda = torch.cuda.is_available()
     precision = args.mixed_precision
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=precision)
+    accelerator, checkpoints = make_accelerator(
+        output_dir,
+        args.report_to,
+        args.save_total_limit,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=precision,
+    )
     set_seed(args.seed)
-    output_dir = Path(args.output_dir)
 
     model, processor = load_model_and_processor(model_args)
     model.requires_grad_(False)
@@ -177,26 +175,18 @@ def main(argv: list[str] | None = None) -> Path:
         num_training_steps=max_steps * accelerator.num_processes,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-
-    step, micro_batches_done = 0, 0
+    progress = RunProgress(step=0, micro_batches=0, max_steps=max_steps)
+    accelerator.register_for_checkpointing(progress)
+    restore_checkpoint(accelerator, checkpoints, resume_from)
+    step, micro_batches_done = progress["step"], progress["micro_batches"]
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        state = json.loads((resume_from / "trainer_state.json").read_text())
-        step, micro_batches_done = state["step"], state["micro_batches"]
         accelerator.print(f"resumed from {resume_from} at step {step}")
-    batches = accelerator.skip_first_batches(loader, micro_batches_done) if micro_batches_done else loader
-
-    def save_checkpoint() -> None:
-        folder = output_dir / "checkpoints" / f"step-{step}"
-        accelerator.save_state(str(folder))
         if accelerator.is_main_process:
-            state = {"step": step, "micro_batches": micro_batches_done, "max_steps": max_steps}
-            (folder / "trainer_state.json").write_text(json.dumps(state) + "\n")
-            for old in _checkpoints(output_dir)[: -args.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
+            forget_log_after(output_dir / "log.jsonl", step)
+    batches = accelerator.skip_first_batches(loader, micro_batches_done) if micro_batches_done else loader
+    accelerator.init_trackers("pretrain_coupled", config=tracker_config(model_args, args))
 
-    log_path = output_dir / "log.jsonl"
+    last_checkpoint = resume_from
     bar = tqdm(total=max_steps, initial=step, desc="coupled pretraining", disable=not accelerator.is_main_process)
     model.train()
     window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
@@ -223,24 +213,22 @@ def main(argv: list[str] | None = None) -> Path:
         if step % args.logging_steps == 0 or step == stop_at:
             elapsed = time.perf_counter() - window_start
             record = {
-                "step": step,
                 "loss": window_loss / window_steps,
                 "learning_rate": scheduler.get_last_lr()[0],
                 "samples_per_second": window_samples / elapsed,
             }
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if accelerator.is_main_process:
-                output_dir.mkdir(parents=True, exist_ok=True)
-                with log_path.open("a") as handle:
-                    handle.write(json.dumps(record) + "\n")
+            accelerator.log(record, step=step)
             window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         if (args.save_steps and step % args.save_steps == 0) or step == stop_at:
-            save_checkpoint()
+            progress["step"], progress["micro_batches"] = step, micro_batches_done
+            last_checkpoint = save_checkpoint(accelerator, progress)
     bar.close()
 
     if step < max_steps:
         accelerator.print(f"stopped at step {step} of {max_steps}; continue with --resume latest")
-        return output_dir / "checkpoints" / f"step-{step}"
+        accelerator.end_training()
+        return last_checkpoint
     final = output_dir / "final"
     if accelerator.is_main_process:
         save_final(accelerator.unwrap_model(model), processor, final)

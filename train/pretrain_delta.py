@@ -34,13 +34,27 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from onediff_idc.processing.schema import load_diffcap
-from onediff_idc.train.common import ModelArguments, load_model_and_processor, parse_recipe, save_final
+from onediff_idc.train.common import (
+    ModelArguments,
+    RunProgress,
+    find_resume_checkpoint,
+    forget_log_after,
+    load_model_and_processor,
+    make_accelerator,
+    parse_recipe,
+    restore_checkpoint,
+    save_checkpoint,
+    save_final,
+    tracker_config,
+)
 
 
 @dataclass
 class DeltaTrainingArguments:
     dataset_path: str = field(metadata={"help": "DiffCap dataset folder with a `change` column (onediff data build)"})
-    output_dir: str = field(metadata={"help": "features/, checkpoint.pt, log.jsonl, report.json and final/ go here"})
+    output_dir: str = field(
+        metadata={"help": "features/, checkpoints/, log.jsonl, runs/ (trackers), report.json and final/ go here"}
+    )
     dataset_train_split: str = field(default="train", metadata={"help": "split to train on"})
     dataset_eval_split: str | None = field(default="validation", metadata={"help": "split to report on (or none)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training pairs"})
@@ -64,7 +78,17 @@ class DeltaTrainingArguments:
             "embedding of field k's value (a word the language model can copy into the caption)"
         },
     )
-    resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint.pt (saved per epoch)"})
+    save_steps: int = field(
+        default=0, metadata={"help": "also checkpoint every N steps, mid-epoch (0: at the end of every epoch only)"}
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (>= 2: a kill mid-save leaves one)"})
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={"help": "trackers besides log.jsonl, as in TrainingArguments: none, all, tensorboard, wandb, ..."},
+    )
+    resume: str | None = field(
+        default=None, metadata={"help": "'latest' or a checkpoint folder (output_dir/checkpoints/...) to continue"}
+    )
     stop_after_epochs: int | None = field(
         default=None, metadata={"help": "stop (after checkpointing) at this epoch, e.g. to split a run into sessions"}
     )
@@ -73,6 +97,8 @@ class DeltaTrainingArguments:
         for name in ("per_device_train_batch_size", "num_train_epochs", "feature_batch_size", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.save_steps < 0:
+            raise ValueError(f"`save_steps` must be >= 0, got {self.save_steps}")
 
 
 def change_labels(changes: list[str]) -> tuple[dict[str, list[str]], np.ndarray]:
@@ -314,16 +340,15 @@ def main(argv: list[str] | None = None) -> Path:
         train = train.select(range(min(args.max_train_samples, len(train))))
     vocab, labels = change_labels(train["change"])
     output_dir = Path(args.output_dir)
-    checkpoint_path = output_dir / "checkpoint.pt"
-    if args.resume and not checkpoint_path.is_file():
-        raise ValueError(f"--resume: no {checkpoint_path}")
+    resume_from = find_resume_checkpoint(output_dir / "checkpoints", args.resume)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator, checkpoints = make_accelerator(output_dir, args.report_to, args.save_total_limit, cpu=True)
+    if accelerator.num_processes > 1:
+        raise ValueError("pretrain_delta runs in one process (its features are cached): start it with python")
     torch.manual_seed(args.seed)
     model, processor = load_model_and_processor(model_args)
     model.requires_grad_(False)
     model.model.delta_module.requires_grad_(True)
-    delta = model.model.delta_module
     heads = ChangeHeads(vocab, model.config.delta_hidden_size, model.config.num_delta_queries)
     words = None
     if args.word_targets:
@@ -342,7 +367,11 @@ def main(argv: list[str] | None = None) -> Path:
         )
         evaluation = (eval_features, eval_labels, eval_split["change_type"])
 
-    trainable = [p for p in model.parameters() if p.requires_grad] + [*heads.parameters()]
+    # what learns, as one module: checkpoints hold these (a few MB), not the frozen towers
+    learning = nn.ModuleDict(
+        {"delta_module": model.model.delta_module, "delta_projector": model.model.delta_projector, "heads": heads}
+    )
+    trainable = [p for p in learning.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train) / args.per_device_train_batch_size)
     total_steps = steps_per_epoch * args.num_train_epochs
@@ -352,76 +381,70 @@ def main(argv: list[str] | None = None) -> Path:
         num_warmup_steps=round(args.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-    start_epoch = 0
-    if args.resume:
-        state = torch.load(checkpoint_path, weights_only=False)
-        delta.load_state_dict(state["delta_module"])
-        model.model.delta_projector.load_state_dict(state["delta_projector"])
-        heads.load_state_dict(state["heads"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, report = state["epoch"], state["report"]
-        print(f"resumed after epoch {start_epoch}")
+    learning, optimizer, scheduler = accelerator.prepare(learning, optimizer, scheduler)
+    progress = RunProgress(step=0, report={"vocab": vocab, "epochs": []})
+    accelerator.register_for_checkpointing(progress)
+    restore_checkpoint(accelerator, checkpoints, resume_from)
+    step = progress["step"]
+    if resume_from is not None:
+        print(f"resumed from {resume_from} at step {step} (epoch {step / steps_per_epoch:.2f})")
+        forget_log_after(output_dir / "log.jsonl", step)
+    accelerator.init_trackers("pretrain_delta", config=tracker_config(model_args, args))
 
     label_tensor = torch.from_numpy(labels)
-    log_path = output_dir / "log.jsonl"
-    if not args.resume:
-        report = {"vocab": vocab, "epochs": []}
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc="delta supervision")
+    stop_epoch = min(args.num_train_epochs, args.stop_after_epochs or args.num_train_epochs)
+    bar = tqdm(total=total_steps, initial=step, desc="delta supervision")
+    window, window_start, last_checkpoint = [], time.perf_counter(), resume_from
     model.train()
-    for epoch in range(start_epoch, min(args.num_train_epochs, args.stop_after_epochs or args.num_train_epochs)):
+    while step < stop_epoch * steps_per_epoch:
+        # pairs in a fresh order every epoch; the step fixes the batch, so a resumed run continues exactly
+        epoch, in_epoch = divmod(step, steps_per_epoch)
         order = np.random.default_rng([args.seed, epoch]).permutation(len(train))
-        window, window_start = [], time.perf_counter()
-        for step in range(steps_per_epoch):
-            indices = order[step * args.per_device_train_batch_size : (step + 1) * args.per_device_train_batch_size]
-            queries = delta_queries(model, features, indices)
-            targets = label_tensor[indices]
-            loss = heads.loss(queries, targets)
-            if words is not None:
-                loss = loss + words.loss(model.model.delta_projector(queries), targets)
-            loss.backward()
-            if args.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            window.append(loss.item())
-            bar.update(1)
-            if len(window) == args.logging_steps or step == steps_per_epoch - 1:
-                record = {
-                    "epoch": epoch + (step + 1) / steps_per_epoch,
-                    "loss": sum(window) / len(window),
-                    "learning_rate": scheduler.get_last_lr()[0],
-                    "pairs_per_second": len(window)
-                    * args.per_device_train_batch_size
-                    / (time.perf_counter() - window_start),
-                }
-                bar.set_postfix(loss=f"{record['loss']:.3f}")
-                with log_path.open("a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-                window, window_start = [], time.perf_counter()
-        if evaluation is not None:
-            scores = evaluate_heads(model, heads, *evaluation, args.per_device_train_batch_size, words)
-            report["epochs"].append({"epoch": epoch + 1, **scores})
+        size = args.per_device_train_batch_size
+        indices = order[in_epoch * size : (in_epoch + 1) * size]
+        queries = delta_queries(model, features, indices)
+        targets = label_tensor[indices]
+        loss = heads.loss(queries, targets)
+        if words is not None:
+            loss = loss + words.loss(model.model.delta_projector(queries), targets)
+        accelerator.backward(loss)
+        if args.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        step += 1
+        window.append(loss.item())
+        bar.update(1)
+        end_of_epoch = step % steps_per_epoch == 0
+        checkpoint_now = end_of_epoch or (args.save_steps and step % args.save_steps == 0)
+        if len(window) == args.logging_steps or checkpoint_now:  # a window never spans a checkpoint
+            record = {
+                "epoch": step / steps_per_epoch,
+                "loss": sum(window) / len(window),
+                "learning_rate": scheduler.get_last_lr()[0],
+                "pairs_per_second": len(window) * size / (time.perf_counter() - window_start),
+            }
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            accelerator.log(record, step=step)
+            window, window_start = [], time.perf_counter()
+        if end_of_epoch and evaluation is not None:
+            scores = evaluate_heads(model, heads, *evaluation, size, words)
+            progress["report"]["epochs"].append({"epoch": epoch + 1, **scores})
+            accelerator.log({"eval_exact": scores["exact"]}, step=step)
             bar.write(f"epoch {epoch + 1}: validation exact {scores['exact']:.3f} fields {scores['fields']}")
             if words is not None:
                 bar.write(f"  delta tokens' nearest value words: exact {scores['words']['exact']:.3f}")
-        state = {
-            "delta_module": delta.state_dict(),
-            "delta_projector": model.model.delta_projector.state_dict(),
-            "heads": heads.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1,
-            "report": report,
-        }
-        torch.save(state, checkpoint_path.with_suffix(".tmp"))
-        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+        if checkpoint_now:
+            progress["step"] = step
+            last_checkpoint = save_checkpoint(accelerator, progress)
     bar.close()
-    if args.stop_after_epochs and args.stop_after_epochs < args.num_train_epochs:
-        print(f"stopped after epoch {args.stop_after_epochs} of {args.num_train_epochs}; continue with --resume true")
-        return checkpoint_path
+    accelerator.end_training()
+    if step < total_steps:
+        print(f"stopped after epoch {stop_epoch} of {args.num_train_epochs}; continue with --resume latest")
+        return last_checkpoint
 
+    report = progress["report"]
     if evaluation is not None:
         report["difference_norms"] = difference_norms(
             evaluation[0], evaluation[2], model.config.resolved_delta_feature_layers
