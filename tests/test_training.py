@@ -66,8 +66,27 @@ def losses(log: Path) -> list[float]:
     return [record["loss"] for record in records if "loss" in record]  # evaluation lines have none
 
 
+def tensorboard_scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one scalar from every TensorBoard event file under `folder`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = []
+    for events in folder.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            points += [(event.step, event.value) for event in accumulator.Scalars(tag)]
+    return sorted(points)
+
+
+def logged(log: Path, key: str) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return [(record["step"], record[key]) for record in records if key in record]
+
+
 def test_stage1_trains_the_new_parts_and_leaves_the_towers_bit_identical(workspace, tmp_path):
-    final = pretrain_coupled.main(stage1_args(workspace, tmp_path / "run", "--max_steps", "4", "--save_steps", "2"))
+    argv = stage1_args(workspace, tmp_path / "run", "--max_steps", "4", "--save_steps", "2", "--report_to", "tensorboard")
+    final = pretrain_coupled.main(argv)
     before = load_file(workspace / "tiny-model" / "model.safetensors")
     after = load_file(final / "model.safetensors")
     assert before.keys() == after.keys()
@@ -77,6 +96,11 @@ def test_stage1_trains_the_new_parts_and_leaves_the_towers_bit_identical(workspa
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and all(r["samples_per_second"] > 0 for r in records)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
+    # the same losses reach TensorBoard (report_to) as log.jsonl
+    board = tensorboard_scalars(tmp_path / "run" / "runs" / "pretrain_coupled", "loss")
+    assert [s for s, _ in board] == [1, 2, 3, 4]
+    expected = [v for _, v in logged(tmp_path / "run" / "log.jsonl", "loss")]
+    np.testing.assert_allclose([v for _, v in board], expected, rtol=1e-6)  # TensorBoard keeps float32
     pipe = pipeline("image-difference-captioning", model=str(final), trust_remote_code=True)
     assert isinstance(
         pipe({"before": random_image(0), "after": random_image(1)}, max_new_tokens=3)["generated_text"], str
@@ -126,9 +150,12 @@ def test_stage1_two_process_cpu_data_parallel(workspace, tmp_path):
 def test_sft_full_finetuning_with_eval_loss_and_resume(workspace, tmp_path):
     out = tmp_path / "sft"
     common = ("--use_peft", "false", "--eval_steps", "2", "--save_steps", "2")
-    final = sft.main(sft_args(workspace, out, *common, "--max_steps", "2"))
+    final = sft.main(sft_args(workspace, out, *common, "--max_steps", "2", "--report_to", "tensorboard"))
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert any("eval_loss" in entry for entry in state["log_history"])
+    board = tensorboard_scalars(out / "runs", "train/loss")
+    assert [s for s, _ in board] == [1, 2]
+    np.testing.assert_allclose([v for _, v in board], [v for _, v in logged(out / "log.jsonl", "loss")], rtol=1e-6)
     assert {"pipeline_onediff.py", "modeling_onediff.py"} <= {p.name for p in final.iterdir()}
     # the vision tower stays frozen unless asked; the language model trains
     base = load_file(workspace / "tiny-model" / "model.safetensors")
@@ -146,6 +173,8 @@ def test_sft_full_finetuning_with_eval_loss_and_resume(workspace, tmp_path):
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert steps == [1, 2, 3, 4] and state["global_step"] == 4
+    assert [step for step, _ in logged(out / "log.jsonl", "loss")] == [1, 2, 3, 4]  # log.jsonl as the custom loops
+    assert [step for step, _ in logged(out / "log.jsonl", "eval_loss")] == [2, 4]
 
 
 def test_sft_with_a_frozen_language_model_trains_only_the_new_parts(workspace, tmp_path):
@@ -295,7 +324,11 @@ def test_delta_supervision_caches_features_learns_and_resumes_exactly(workspace,
         args += ["--learning_rate", "3e-3", "--logging_steps", "1", *extra]
         return pretrain_delta.main([str(a) for a in args])
 
-    straight = run(tmp_path / "straight", "--num_train_epochs", "8")
+    straight = run(tmp_path / "straight", "--num_train_epochs", "8", "--report_to", "tensorboard")
+    board = tensorboard_scalars(tmp_path / "straight" / "runs" / "pretrain_delta", "eval_exact")
+    expected = logged(tmp_path / "straight" / "log.jsonl", "eval_exact")
+    assert [s for s, _ in board] == [s for s, _ in expected] and len(board) == 8
+    np.testing.assert_allclose([v for _, v in board], [v for _, v in expected], rtol=1e-6)
     cached = tmp_path / "features" / "train.npy"
     cached_at = cached.stat().st_mtime_ns
     report = json.loads((tmp_path / "straight" / "report.json").read_text())

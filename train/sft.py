@@ -11,19 +11,23 @@ evaluation loss on a second split, resume from the last checkpoint, and a final 
 merged) that loads with `pipeline("image-difference-captioning", model=..., trust_remote_code=True)`.
 """
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from peft import LoraConfig
+from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
 from onediff_idc.train.common import (
     ModelArguments,
+    JsonLinesTracker,
     OneDiffCollator,
+    forget_log_after,
     load_model_and_processor,
     load_pairs,
     parse_recipe,
@@ -75,6 +79,18 @@ def mix_in_generic_prompt(dataset, fraction: float, seed: int):
     chosen = np.random.default_rng(seed).random(len(dataset)) < fraction
     prompts = [DEFAULT_PROMPT if pick else prompt for pick, prompt in zip(chosen, dataset["prompt"])]
     return dataset.remove_columns("prompt").add_column("prompt", prompts)
+
+
+class JsonLinesCallback(TrainerCallback):
+    """SFTTrainer's logs also go to `<output_dir>/log.jsonl`, one JSON line per log, as the custom loops write it
+    (with `report_to` the trackers get them as well, under `<output_dir>/runs`)."""
+
+    def __init__(self, output_dir: str | Path):
+        self.tracker = JsonLinesTracker(Path(output_dir) / "log.jsonl")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.tracker.log(logs, step=state.global_step)
 
 
 def parse(argv: list[str] | None) -> tuple[ModelArguments, OneDiffSFTArguments, SFTConfig]:
@@ -130,7 +146,11 @@ def main(argv: list[str] | None = None) -> Path:
         processing_class=processor,
         data_collator=OneDiffCollator(processor),
         peft_config=peft_config,
+        callbacks=[JsonLinesCallback(config.output_dir)],
     )
+    if resume is not None and trainer.accelerator.is_main_process:
+        step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
+        forget_log_after(Path(config.output_dir) / "log.jsonl", step)  # those steps run and log again
     trainer.train(resume_from_checkpoint=resume)
 
     final = Path(config.output_dir) / "final"
