@@ -15,23 +15,35 @@ from transformers.image_utils import is_valid_image, load_image
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
 from transformers.tokenization_utils_base import AddedToken
 
-# ChatML-style template (SmolLM2, Qwen2 ...). Image items render as "Before: <image>\n" and "After: <image>\n" and the
-# delta placeholder follows the second image: the same block the processor prepends to plain prompts.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- set ns = namespace(images=0) -%}"
-    "{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}"
-    "{{- ('Before: ' if ns.images == 1 else 'After: ') + '<image>\\n' -}}"
-    "{%- if ns.images == 2 -%}{{- 'Changes: <delta>\\n' -}}{%- endif -%}"
-    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
+IMAGE_ITEMS_MARKER = "{#- OneDiff: image items -> placeholders -#}"
+
+
+def chat_template_with_image_items(language_model_template: str, image_token: str, delta_token: str) -> str:
+    """
+    The language model's own chat template, preceded by a block that turns every message's content list into text:
+    the first image item becomes "Before: <image>\n", the second "After: <image>\n" then "Changes: <delta>\n" (the
+    block the processor prepends to plain prompts), text items their text. The language model's template then
+    renders strings as it always does, with its own role markers, system prompt and end-of-turn token, so the
+    trained end of an answer is the one its tokenizer knows. A template that already has the block is kept as is.
+    """
+    if IMAGE_ITEMS_MARKER in language_model_template:
+        return language_model_template
+    image, delta = f"'{image_token}\\n'", f"'Changes: {delta_token}\\n'"
+    block = (
+        IMAGE_ITEMS_MARKER + "{%- set onediff = namespace(messages=[]) -%}"
+        "{%- for message in messages -%}"
+        "{%- if message['content'] is string or message['content'] is none -%}{%- set text = message['content'] -%}"
+        "{%- else -%}{%- set part = namespace(text='', images=0) -%}"
+        "{%- for item in message['content'] -%}"
+        "{%- if item['type'] == 'image' -%}{%- set part.images = part.images + 1 -%}"
+        "{%- set part.text = part.text + ('Before: ' if part.images == 1 else 'After: ') + " + image + " -%}"
+        "{%- if part.images == 2 -%}{%- set part.text = part.text + " + delta + " -%}{%- endif -%}"
+        "{%- elif item['type'] == 'text' -%}{%- set part.text = part.text + item['text'] -%}{%- endif -%}"
+        "{%- endfor -%}{%- set text = part.text -%}{%- endif -%}"
+        "{%- set onediff.messages = onediff.messages + [dict(message, content=text)] -%}"
+        "{%- endfor -%}{%- set messages = onediff.messages -%}"
+    )
+    return block + language_model_template
 
 
 class OneDiffProcessorKwargs(ProcessingKwargs, total=False):
@@ -50,7 +62,10 @@ class OneDiffProcessor(ProcessorMixin):
         image_token_pooling (`int`, defaults to 1): the model's `image_token_pooling`.
         num_delta_tokens (`int`, defaults to 32): the model's `num_delta_queries`.
         image_token (`str`, defaults to `"<image>"`), delta_token (`str`, defaults to `"<delta>"`): placeholders.
-        chat_template (`str`, *optional*): defaults to a ChatML template that renders image items.
+        chat_template (`str`, *optional*): the language model's chat template (Jinja); defaults to the tokenizer's
+            own. Either way image items are rendered as the placeholders (`chat_template_with_image_items`). A
+            tokenizer without a chat template and no `chat_template` is an error: the answer's end-of-turn would be
+            a guess.
     """
 
     image_token = "<image>"
@@ -88,7 +103,20 @@ class OneDiffProcessor(ProcessorMixin):
                     )
             self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
             self.delta_token_id = tokenizer.convert_tokens_to_ids(delta_token)
-        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
+        if chat_template is None and tokenizer is not None:
+            chat_template = tokenizer.chat_template
+            if isinstance(chat_template, dict):  # named templates: the default one
+                chat_template = chat_template.get("default")
+            if not chat_template:
+                raise ValueError(
+                    f"The language model's tokenizer ({type(tokenizer).__name__}) has no chat template, so OneDiff "
+                    "cannot know how its turns and answers end. Pass `chat_template=` (the Jinja template the language "
+                    "model was tuned with; for training recipes `chat_template_path:`), or use an instruction-tuned "
+                    "language model whose tokenizer has one."
+                )
+        if chat_template is not None:
+            chat_template = chat_template_with_image_items(chat_template, image_token, delta_token)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @property
     def image_block(self) -> str:

@@ -85,7 +85,8 @@ def logged(log: Path, key: str) -> list[tuple[int, float]]:
 
 
 def test_stage1_trains_the_new_parts_and_leaves_the_towers_bit_identical(workspace, tmp_path):
-    argv = stage1_args(workspace, tmp_path / "run", "--max_steps", "4", "--save_steps", "2", "--report_to", "tensorboard")
+    argv = stage1_args(workspace, tmp_path / "run", "--max_steps", "4", "--save_steps", "2")
+    argv += ["--report_to", "tensorboard"]
     final = pretrain_coupled.main(argv)
     before = load_file(workspace / "tiny-model" / "model.safetensors")
     after = load_file(final / "model.safetensors")

@@ -42,6 +42,13 @@ class ModelArguments:
         metadata={"help": "OneDiffConfig fields when assembling from towers, e.g. {num_delta_queries: 32}"},
     )
     model_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Jinja file of the language model's chat format, when assembling from a text tower whose "
+            "tokenizer has none (e.g. train/configs/onediff_7b/vicuna_v1.jinja for Vicuna-7B v1.5)"
+        },
+    )
 
     def __post_init__(self):
         for name in ("model_name_or_path", "vision_model_name_or_path", "text_model_name_or_path"):
@@ -63,6 +70,11 @@ class ModelArguments:
                 raise ValueError(f"`{name}`: no folder at {path}")
         if self.model_name_or_path is not None and not (Path(self.model_name_or_path) / "config.json").is_file():
             raise ValueError(f"`model_name_or_path`: {self.model_name_or_path} holds no config.json")
+        if self.chat_template_path is not None:
+            if self.model_name_or_path is not None:
+                raise ValueError("`chat_template_path` applies when assembling from towers; a checkpoint has its own")
+            if not Path(self.chat_template_path).is_file():
+                raise ValueError(f"`chat_template_path`: no file at {self.chat_template_path}")
         if self.model_dtype not in DTYPES:
             raise ValueError(f"`model_dtype` must be one of {sorted(DTYPES)}, got {self.model_dtype!r}")
 
@@ -107,8 +119,9 @@ def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditiona
         model = OneDiffForConditionalGeneration.from_vision_text_pretrained(
             args.vision_model_name_or_path, args.text_model_name_or_path, dtype=dtype, **args.model_config_overrides
         )
+        template = Path(args.chat_template_path).read_text() if args.chat_template_path else None
         processor = OneDiffProcessor.from_vision_text_pretrained(
-            args.vision_model_name_or_path, args.text_model_name_or_path, model.config
+            args.vision_model_name_or_path, args.text_model_name_or_path, model.config, chat_template=template
         )
     end_of_turn = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     eos = model.generation_config.eos_token_id

@@ -24,8 +24,8 @@ from trl import SFTConfig, SFTTrainer
 
 from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
 from onediff_idc.train.common import (
-    ModelArguments,
     JsonLinesTracker,
+    ModelArguments,
     OneDiffCollator,
     forget_log_after,
     load_model_and_processor,

@@ -35,6 +35,12 @@ CORPUS = [
     "user assistant system",
 ]
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+# the tiny language model's chat format: ChatML as SmolLM2 writes it, without a default system prompt
+CHATML_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
 IMAGE_SIZE, PATCH_SIZE = 32, 8  # 4x4 patch grid
 
 
@@ -62,6 +68,7 @@ def tiny_tokenizer(with_placeholders: bool = True) -> PreTrainedTokenizerFast:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<pad>", bos_token="<|endoftext|>"
     )
+    fast.chat_template = CHATML_TEMPLATE
     return OneDiffProcessor.prepare_tokenizer(fast) if with_placeholders else fast
 
 
