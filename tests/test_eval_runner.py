@@ -111,3 +111,28 @@ def test_conditioning_gap_is_zero_when_every_pair_shows_the_same_images(model_an
     assert cli["pairs"] == 4 and set(cli) == {"loss_own_images", "loss_other_images", "gap", "pairs"}
     with pytest.raises(ValueError, match="at least 2 pairs"):
         conditioning_gap(model, processor, rows[:1])
+
+
+def test_card_numbers_come_from_the_eval_report(model_and_data, tmp_path, capsys):
+    from huggingface_hub import ModelCard
+
+    report = model_and_data / "card-eval.json"
+    argv = ["eval", "--model", str(model_and_data / "model"), "--data", str(model_and_data / "data")]
+    assert main([*argv, "--out", str(report), "--batch-size", "4", "--max-new-tokens", "6"]) == 0
+    measured = json.loads(report.read_text())
+    export = tmp_path / "export"
+    argv = ["export", "--out", str(export), "--model", str(model_and_data / "model"), "--eval", str(report)]
+    assert main([*argv, "--repo-id", "someone/onediff-tiny"]) == 0
+    card = ModelCard.load(export / "README.md")
+    values = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    assert values["CIDEr-D (x100)"] == round(measured["metrics"]["overall"]["cider_d_x100"], 1)
+    assert values["change accuracy (%)"] == round(100 * measured["change_accuracy"]["overall"]["change_accuracy"], 1)
+    assert values["change detection AUROC (x100)"] == round(100 * measured["change_detection"]["overall"]["auroc"], 1)
+    assert card.data.pipeline_tag == "image-text-to-text" and "custom_code" in card.data.tags
+    assert '"someone/onediff-tiny"' in card.text and "| CIDEr-D (x100) |" in card.text
+    # `onediff card` rewrites a folder's card; a file that is no report is refused with a one-line error
+    assert main(["card", str(export), "--eval", str(model_and_data / "model" / "config.json")]) == 2
+    assert "not an `onediff eval --out` report" in capsys.readouterr().err
+    assert main(["card", str(export)]) == 0
+    assert ModelCard.load(export / "README.md").data.eval_results is None  # no report: no numbers, and it says so
+    assert "Not evaluated yet" in (export / "README.md").read_text()

@@ -143,7 +143,7 @@ def test_the_language_models_own_chat_format_is_rendered_trained_and_ends_answer
     if family == "vicuna":
         with pytest.raises(ValueError, match="has no chat template"):  # at build time, not at the first caption
             OneDiffProcessor.from_vision_text_pretrained(tmp_path / "vision", tmp_path / "text")
-        arguments["chat_template_path"] = str(REPO / "train" / "configs" / "onediff_7b" / "vicuna_v1.jinja")
+        arguments["chat_template_file"] = str(REPO / "train" / "configs" / "onediff_7b" / "vicuna_v1.jinja")
     model, processor = load_model_and_processor(ModelArguments(**arguments))
 
     user = {

@@ -15,11 +15,13 @@ import pytest
 import torch
 import yaml
 from accelerate.commands.config.config_args import ClusterConfig
+from huggingface_hub import ModelCard
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import pipeline
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+from onediff_idc.model_card import push_checkpoint
 from onediff_idc.processing.build import BuildSpec, build
 from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
 from onediff_idc.train.common import COMPLETE_MARKER, NEW_PARTS
@@ -97,6 +99,9 @@ def test_stage1_trains_the_new_parts_and_leaves_the_towers_bit_identical(workspa
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and all(r["samples_per_second"] > 0 for r in records)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
+    card = ModelCard.load(final / "README.md")  # every final/ gets a card with the recipe that made it
+    assert card.data.base_model == ["tiny-model"] and "train/pretrain_coupled.py" in card.text
+    assert "learning_rate:" in card.text and "Not evaluated yet" in card.text
     # the same losses reach TensorBoard (report_to) as log.jsonl
     board = tensorboard_scalars(tmp_path / "run" / "runs" / "pretrain_coupled", "loss")
     assert [s for s, _ in board] == [1, 2, 3, 4]
@@ -224,6 +229,22 @@ def test_sft_lora_adapter_reloads_onto_the_base_and_generates(workspace, tmp_pat
     torch.testing.assert_close(adapted, merged, atol=1e-4, rtol=1e-4)
     generated = reloaded.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert generated.shape[1] == batch["input_ids"].shape[1] + 4
+
+    # final/ carries its recipe and a card; what is pushed is the merged model, never the adapter alone
+    card = ModelCard.load(final / "README.md")
+    assert card.data.datasets == ["data"] and "max_steps: 3" in card.text and "train/sft.py" in card.text
+    record = json.loads((final / "onediff_training.json").read_text())
+    assert record["arguments"]["use_peft"] is True and record["start"] == str(workspace / "tiny-model")
+    with pytest.raises(ValueError, match="only a LoRA adapter"):
+        push_checkpoint(out / "adapter", "someone/onediff-lora")
+    pushed = Path(push_checkpoint(final, "someone/onediff-lora", to_folder=tmp_path / "repo"))
+    assert not list(pushed.glob("adapter*")) and (pushed / "README.md").is_file()
+    merged_weights, pushed_weights = (load_file(p / "model.safetensors") for p in (final, pushed))
+    assert merged_weights.keys() == pushed_weights.keys()
+    assert all(torch.equal(merged_weights[k], pushed_weights[k]) for k in merged_weights)
+    again = pipeline("image-difference-captioning", model=str(pushed), trust_remote_code=True)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(**batch).logits, merged)
 
 
 @pytest.mark.parametrize("script", [pretrain_coupled, sft])

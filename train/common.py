@@ -6,7 +6,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from difflib import get_close_matches
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class ModelArguments:
         metadata={"help": "OneDiffConfig fields when assembling from towers, e.g. {num_delta_queries: 32}"},
     )
     model_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
-    chat_template_path: str | None = field(
+    chat_template_file: str | None = field(
         default=None,
         metadata={
             "help": "Jinja file of the language model's chat format, when assembling from a text tower whose "
@@ -70,11 +70,11 @@ class ModelArguments:
                 raise ValueError(f"`{name}`: no folder at {path}")
         if self.model_name_or_path is not None and not (Path(self.model_name_or_path) / "config.json").is_file():
             raise ValueError(f"`model_name_or_path`: {self.model_name_or_path} holds no config.json")
-        if self.chat_template_path is not None:
+        if self.chat_template_file is not None:
             if self.model_name_or_path is not None:
-                raise ValueError("`chat_template_path` applies when assembling from towers; a checkpoint has its own")
-            if not Path(self.chat_template_path).is_file():
-                raise ValueError(f"`chat_template_path`: no file at {self.chat_template_path}")
+                raise ValueError("`chat_template_file` applies when assembling from towers; a checkpoint has its own")
+            if not Path(self.chat_template_file).is_file():
+                raise ValueError(f"`chat_template_file`: no file at {self.chat_template_file}")
         if self.model_dtype not in DTYPES:
             raise ValueError(f"`model_dtype` must be one of {sorted(DTYPES)}, got {self.model_dtype!r}")
 
@@ -119,7 +119,7 @@ def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditiona
         model = OneDiffForConditionalGeneration.from_vision_text_pretrained(
             args.vision_model_name_or_path, args.text_model_name_or_path, dtype=dtype, **args.model_config_overrides
         )
-        template = Path(args.chat_template_path).read_text() if args.chat_template_path else None
+        template = Path(args.chat_template_file).read_text() if args.chat_template_file else None
         processor = OneDiffProcessor.from_vision_text_pretrained(
             args.vision_model_name_or_path, args.text_model_name_or_path, model.config, chat_template=template
         )
@@ -166,12 +166,49 @@ class OneDiffCollator:
         return self.collator(examples)
 
 
-def save_final(model, processor: OneDiffProcessor, out: str | Path) -> Path:
-    """A plain save_pretrained folder that loads with AutoModel / AutoProcessor / the pipeline anywhere."""
+def save_final(model, processor: OneDiffProcessor, out: str | Path, training: dict | None = None) -> Path:
+    """A plain save_pretrained folder that loads with AutoModel / AutoProcessor / the pipeline anywhere; with
+    `training` (see `training_record`) it also records how it was made and gets a model card (README.md)."""
+    from onediff_idc.model_card import record_training, write_model_card
+
     out = Path(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    if training is not None:
+        record_training(out, **training)
+        write_model_card(out)
     return out
+
+
+def set_fields(instance) -> dict:
+    """The fields of a dataclass instance whose value differs from the field's default: what a recipe set."""
+    values = {}
+    for f in fields(instance):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        value = getattr(instance, f.name)
+        if not f.name.startswith("_") and (default is MISSING or value != default):
+            values[f.name] = value
+    return values
+
+
+def training_record(script: str, model_args: ModelArguments, *arguments, dataset_path: str | None = None) -> dict:
+    """What a `final/` folder records of its making: the script, every argument, where it started, the base models
+    (the towers, or those the starting checkpoint records) and the data."""
+    from onediff_idc.model_card import TRAINING_RECORD, hub_name
+
+    start = model_args.model_name_or_path
+    if start is None:
+        base_models = [hub_name(model_args.vision_model_name_or_path), hub_name(model_args.text_model_name_or_path)]
+    else:
+        record = Path(start) / TRAINING_RECORD
+        base_models = json.loads(record.read_text()).get("base_models", []) if record.is_file() else [hub_name(start)]
+    return {
+        "script": script,
+        "arguments": tracker_config(*(set_fields(a) for a in (model_args, *arguments))),
+        "start": start,
+        "base_models": base_models,
+        "datasets": [Path(dataset_path).name] if dataset_path else [],
+    }
 
 
 # ---- accelerate's checkpointing and trackers, as both custom loops use them ----------------------------------------
@@ -320,9 +357,10 @@ def forget_log_after(log: Path, step: int) -> None:
 
 
 def tracker_config(*arguments) -> dict:
-    """The run's arguments as trackers take hyperparameters: scalars as they are, anything else as text."""
+    """The run's arguments (dataclass instances or dicts) as trackers take hyperparameters: scalars as they are,
+    anything else as text."""
     config = {}
-    for dataclass_instance in arguments:
-        for key, value in vars(dataclass_instance).items():
+    for group in arguments:
+        for key, value in (group if isinstance(group, dict) else vars(group)).items():
             config[key] = value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
     return config

@@ -44,6 +44,7 @@ from onediff_idc.train.common import (
     save_checkpoint,
     save_final,
     tracker_config,
+    training_record,
 )
 
 
@@ -231,7 +232,8 @@ def main(argv: list[str] | None = None) -> Path:
         return last_checkpoint
     final = output_dir / "final"
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(model), processor, final)
+        training = training_record("train/pretrain_coupled.py", model_args, args, dataset_path=args.dataset_path)
+        save_final(accelerator.unwrap_model(model), processor, final, training)
         info = {"distributed_type": str(accelerator.distributed_type), "num_processes": accelerator.num_processes}
         (output_dir / "run_info.json").write_text(json.dumps({**info, "steps": step}) + "\n")
     accelerator.wait_for_everyone()

@@ -46,6 +46,7 @@ from onediff_idc.train.common import (
     save_checkpoint,
     save_final,
     tracker_config,
+    training_record,
 )
 
 
@@ -450,7 +451,8 @@ def main(argv: list[str] | None = None) -> Path:
             evaluation[0], evaluation[2], model.config.resolved_delta_feature_layers
         )
     (output_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    return save_final(model, processor, output_dir / "final")
+    training = training_record("train/pretrain_delta.py", model_args, args, dataset_path=args.dataset_path)
+    return save_final(model, processor, output_dir / "final", training)
 
 
 if __name__ == "__main__":

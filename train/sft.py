@@ -33,6 +33,7 @@ from onediff_idc.train.common import (
     parse_recipe,
     present_new_parts,
     save_final,
+    training_record,
 )
 
 # LoRA goes on the decoder's attention and MLP projections only: the delta module has q_proj/v_proj too
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> Path:
         model.model.vision_tower.requires_grad_(False)
     model.model.freeze_unused_vision_parameters()
 
+    # the Trainer would push what it saves (with LoRA: the adapter alone); the merged final/ is pushed below instead
+    push_final, config.push_to_hub = config.push_to_hub, False
     trainer = SFTTrainer(
         model=model,
         args=config,
@@ -154,12 +157,18 @@ def main(argv: list[str] | None = None) -> Path:
     trainer.train(resume_from_checkpoint=resume)
 
     final = Path(config.output_dir) / "final"
+    data = {"dataset_path": args.dataset_path}
     if trainer.accelerator.is_main_process:
         trained = trainer.accelerator.unwrap_model(trainer.model)
         if args.use_peft:
             trained.save_pretrained(Path(config.output_dir) / "adapter")  # LoRA + delta module + projectors
             trained = trained.merge_and_unload()
-        save_final(trained, processor, final)
+        save_final(trained, processor, final, training_record("train/sft.py", model_args, args, config, **data))
+        if push_final:
+            from onediff_idc.model_card import push_checkpoint
+
+            repo_id = config.hub_model_id or Path(config.output_dir).name
+            print(f"pushed {final}: {push_checkpoint(final, repo_id, private=bool(config.hub_private_repo))}")
     trainer.accelerator.wait_for_everyone()
     return final
 
