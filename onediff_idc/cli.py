@@ -313,6 +313,17 @@ def data_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_push(args: argparse.Namespace) -> int:
+    from onediff_idc.processing.schema import push_diffcap
+
+    try:
+        where = push_diffcap(args.path, args.repo_id, to_folder=args.to_folder, private=args.private)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"pushed {args.path} to {where}")
+    return 0
+
+
 def card_command(args: argparse.Namespace) -> int:
     from onediff_idc.model_card import load_reports, write_model_card
 
@@ -412,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--out", required=True, help="new folder: <split>/<name>.jpg and manifest.json")
     ph.add_argument("--debs", default=None, help="folder of the packages' .deb files (default: apt-get download)")
     ph.set_defaults(func=data_photos)
+
+    dp = data.add_parser("push", help="publish a DiffCap folder as a Hub dataset repo (Parquet shards + card)")
+    dp.add_argument("path", help="DiffCap folder (onediff data build/convert output, either layout)")
+    dp.add_argument("--repo-id", required=True, help="Hub dataset repo id, e.g. you/diffcap")
+    dp.add_argument("--private", action="store_true", help="create the repo private")
+    dp.add_argument("--to-folder", default=None, help="write the files that would be uploaded here instead (offline)")
+    dp.set_defaults(func=data_push)
 
     c = data.add_parser("convert", help="convert a public benchmark from its native layout")
     c.add_argument("name", choices=["clevr-change", "spot-the-diff", "image-editing-request", "birds-to-words"])

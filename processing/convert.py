@@ -20,11 +20,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from .prompts import SOURCE_TASKS
-from .schema import FEATURES, NO_CHANGE, make_row, open_image, save_diffcap
+from .schema import FEATURES, NO_CHANGE, load_diffcap, make_row, open_image, save_diffcap
 
 BENCHMARKS = ("clevr-change", "spot-the-diff", "image-editing-request", "birds-to-words")
 CLEVR_TYPES = {"color": "color", "material": "texture", "add": "add", "drop": "drop", "move": "move"}
@@ -229,7 +229,7 @@ def convert(
             }
         )
         save_diffcap(dataset, out, progress=progress)
-    dataset = load_from_disk(str(out))
+    dataset = load_diffcap(out)
     for split in kept:
         if split not in written:
             report[f"{split}: no pairs, split not written"] += 1

@@ -6,11 +6,17 @@ ground truth of a generated pair ("" for benchmark data) and `change_regions` wh
 `[x0, y0, x1, y1]` in pixels (ends exclusive) of the pair's images, the changed object in the before and/or the after
 image; empty for global edits, unchanged pairs and benchmark data. Folders written before `change_regions` existed
 load with it empty.
+
+On disk a DiffCap dataset is a Hub dataset repository: Parquet shards per source and split
+(`<source>/<split>-00000-of-00001.parquet`) and a dataset card (README.md) whose `configs` name every source and
+`all` (the default), so `datasets.load_dataset(folder, "scene-change")` reads it offline and `onediff data push`
+publishes it as is. Folders of the earlier `save_to_disk` layout (dataset_dict.json) still load.
 """
 
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 
 from datasets import (
@@ -21,6 +27,7 @@ from datasets import (
     Value,
     disable_progress_bars,
     enable_progress_bars,
+    load_dataset,
     load_from_disk,
 )
 from PIL import Image as PILImage
@@ -107,12 +114,23 @@ def validate_dataset(dataset_dict: DatasetDict, splits: tuple[str, ...] = ()) ->
             raise ValueError(f"Split {name!r} has columns of the wrong type: {details}")
 
 
+DEFAULT_CONFIG = "all"
+SHARD_BYTES = 500 * 2**20  # Parquet shards of at most about this much Arrow data
+
+
 def load_diffcap(path: str | Path, splits: tuple[str, ...] = ()) -> DatasetDict:
-    """Loads a dataset written by `onediff data build/convert`, with clear errors for missing or foreign folders."""
+    """Loads a dataset written by `onediff data build/convert` (either layout), with clear errors for missing or
+    foreign folders."""
     path = Path(path)
-    if not (path / "dataset_dict.json").is_file():
-        raise ValueError(f"No DiffCap dataset at {path} (dataset_dict.json missing); build one with `onediff data`")
-    dataset_dict = load_from_disk(str(path))
+    if (path / "dataset_dict.json").is_file():  # the earlier save_to_disk layout
+        dataset_dict = load_from_disk(str(path))
+    elif (path / "README.md").is_file() and any(path.glob("*/*.parquet")):
+        dataset_dict = load_dataset(str(path), DEFAULT_CONFIG, cache_dir=str(_arrow_cache_for(path)))
+    else:
+        raise ValueError(
+            f"No DiffCap dataset at {path} (neither Parquet shards with a README.md card nor dataset_dict.json); "
+            "build one with `onediff data`"
+        )
     for name, split in dataset_dict.items():
         for column in ADDED_LATER:
             if column not in split.column_names:
@@ -122,23 +140,158 @@ def load_diffcap(path: str | Path, splits: tuple[str, ...] = ()) -> DatasetDict:
     return dataset_dict
 
 
+def _arrow_cache_for(path: Path) -> Path:
+    """A datasets cache folder of this folder's own: datasets 5.2 keys the Arrow cache of a local folder by its name
+    and configs, not its files, so two folders called `out` would share (and return) one cache. The key here is the
+    folder's absolute path and every shard's size and modification time."""
+    from datasets import config
+
+    digest = hashlib.sha256(str(path.resolve()).encode())
+    for shard in sorted(path.glob("*/*.parquet")):
+        stat = shard.stat()
+        digest.update(f"{shard.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return Path(config.HF_DATASETS_CACHE) / "onediff-diffcap" / digest.hexdigest()[:20]
+
+
+def source_runs(split) -> list[tuple[str, int, int]]:
+    """(source, start, stop) of each source's rows in a split, in order; every writer keeps a source's rows together."""
+    sources = split["source"]
+    runs = []
+    for index, source in enumerate(sources):
+        if runs and runs[-1][0] == source:
+            runs[-1][2] = index + 1
+        else:
+            runs.append([source, index, index + 1])
+    names = [run[0] for run in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"The rows of a source must be contiguous in a split; got the order {names}")
+    return [tuple(run) for run in runs]
+
+
 def save_diffcap(
     dataset_dict: DatasetDict, out: str | Path, num_proc: int | None = None, progress: bool = True
 ) -> None:
-    """Saves with content-derived fingerprints, so that the same rows give byte-identical folders."""
+    """Writes the Hub layout (Parquet shards + dataset card with configs); the same rows give byte-identical files."""
     validate_dataset(dataset_dict)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     if not progress:
         disable_progress_bars()
-    for name, split in dataset_dict.items():
-        digest = hashlib.sha256(name.encode())
-        for shard in split.data.to_batches(max_chunksize=1024):
-            for column in shard.columns:
-                for buffer in column.buffers():
-                    if buffer is not None:
-                        digest.update(buffer)
-        split._fingerprint = digest.hexdigest()[:16]
+    files: dict[str, dict[str, list[str]]] = {}  # source -> split -> shard paths
+    counts: dict[str, dict[str, int]] = {}
     try:
-        dataset_dict.save_to_disk(str(out), num_proc=num_proc)
+        for split_name, split in dataset_dict.items():
+            for source, start, stop in source_runs(split):
+                rows = split.select(range(start, stop))
+                num_shards = max(1, math.ceil(rows.data.nbytes / SHARD_BYTES))
+                for index in range(num_shards):
+                    relative = f"{source}/{split_name}-{index:05d}-of-{num_shards:05d}.parquet"
+                    (out / source).mkdir(exist_ok=True)
+                    rows.shard(num_shards, index, contiguous=True).to_parquet(str(out / relative))
+                    files.setdefault(source, {}).setdefault(split_name, []).append(relative)
+                counts.setdefault(source, {})[split_name] = stop - start
     finally:
         if not progress:
             enable_progress_bars()
+    dataset_card(files, counts).save(out / "README.md")
+
+
+def dataset_card(files: dict[str, dict[str, list[str]]], counts: dict[str, dict[str, int]]):
+    """The dataset card: one config per source and `all` (the default, every source), and what the columns hold."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    splits = list(dict.fromkeys(split for by_split in files.values() for split in by_split))
+    configs = [
+        {
+            "config_name": DEFAULT_CONFIG,
+            "default": True,
+            "data_files": [
+                {"split": split, "path": [f"{source}/{split}-*.parquet" for source in files if split in files[source]]}
+                for split in splits
+            ],
+        }
+    ]
+    for source, by_split in files.items():
+        configs.append(
+            {
+                "config_name": source,
+                "data_files": [{"split": split, "path": f"{source}/{split}-*.parquet"} for split in by_split],
+            }
+        )
+    table = ["| config | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+    for source, by_split in counts.items():
+        table.append(f"| `{source}` | " + " | ".join(str(by_split.get(split, "")) for split in splits) + " |")
+    data = DatasetCardData(
+        pretty_name="DiffCap (OneDiff image difference captioning)",
+        task_categories=["image-text-to-text"],
+        tags=["image-difference-captioning", "change-captioning", "onediff"],
+        language=["en"],
+        license="other",
+        configs=configs,
+    )
+    columns = "\n".join(f"| `{name}` | `{feature}` |" for name, feature in FEATURES.items())
+    body = f"""
+# DiffCap (OneDiff)
+
+Image pairs and what changed between them, in the schema of the `onediff-idc` package (Hu et al., arXiv
+2407.05645): written by `onediff data build` (generated scene changes and photo edits) or `onediff data convert`
+(public benchmarks). Rows per config and split:
+
+{chr(10).join(table)}
+
+```python
+from datasets import load_dataset
+
+pairs = load_dataset("path/or/repo", "{next(iter(files))}")  # or "{DEFAULT_CONFIG}" (the default): every source
+```
+
+| column | type |
+|---|---|
+{columns}
+
+`images` holds the before and the after image (PNG); `prompt` / `completion` are what TRL's vision collator reads;
+`references` every reference caption; `change` the JSON ground truth of a generated pair (empty for benchmarks);
+`change_regions` boxes `[x0, y0, x1, y1]` of the changed object in the pair's images (generated local changes only).
+
+Licences: generated pairs are made by the package from its own renderer and from sample and desktop-background
+photographs whose licences `onediff data photos` records; converted benchmarks keep their own terms.
+"""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def push_diffcap(
+    path: str | Path, repo_id: str, *, to_folder: str | Path | None = None, private: bool = False, token=None
+) -> str:
+    """
+    Publishes a DiffCap folder as a Hub dataset repository (Parquet shards + card). A folder of the earlier
+    save_to_disk layout is rewritten in the Hub layout first. With `to_folder` the exact files go there instead of
+    the Hub (offline; `load_dataset(to_folder, config)` reads them as it would read the repo).
+    """
+    import shutil
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    path = Path(path)
+    dataset_dict = load_diffcap(path)  # refuses what is not a DiffCap folder before anything is written
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = path
+        if (path / "dataset_dict.json").is_file():
+            folder = Path(scratch) / "hub"
+            save_diffcap(dataset_dict, folder)
+        if to_folder is not None:
+            to_folder = Path(to_folder)
+            if to_folder.exists() and any(to_folder.iterdir()):
+                raise ValueError(f"{to_folder} exists and is not empty; choose a new folder")
+            shutil.copytree(folder, to_folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+            return str(to_folder)
+        api = HfApi(token=token)
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=str(folder),
+            commit_message="Upload DiffCap",
+            ignore_patterns=[".*"],
+        )
+        return str(getattr(commit, "commit_url", commit))

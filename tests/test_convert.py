@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import load_from_disk
 from PIL import Image
 
 from onediff_idc.cli import main
 from onediff_idc.processing.convert import MissingFilesError, convert
 from onediff_idc.processing.prompts import TASK_PROMPTS
-from onediff_idc.processing.schema import FEATURES
+from onediff_idc.processing.schema import FEATURES, load_diffcap
 
 ANNOTATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "idc-annotations"
 needs_annotations = pytest.mark.skipif(not ANNOTATIONS.is_dir(), reason="../shared/data/idc-annotations is absent")
@@ -188,7 +187,7 @@ def test_missing_and_corrupt_images_are_listed_and_nothing_is_written(tmp_path):
     assert report["pairs"] == {"train": 1, "validation": 1, "test": 1}
     assert report["notes"]["train: pairs skipped, missing or unreadable image"] == 2
     assert len(report["skipped_files"]) == 2
-    assert load_from_disk(str(out))["train"][0]["id"] == "spot-the-diff/1"
+    assert load_diffcap(out)["train"][0]["id"] == "spot-the-diff/1"
 
 
 def test_missing_annotation_file_and_unknown_benchmark(tmp_path):

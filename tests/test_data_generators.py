@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import Image, List, load_from_disk
+from datasets import Image, List
 
+from onediff_idc.cli import main
 from onediff_idc.processing.build import PHOTO_TYPES, SCENE_TYPES, BuildSpec, build
 from onediff_idc.processing.photo_edits import PHOTO_SPLITS, photo_edit_pair
 from onediff_idc.processing.phrasing import TEMPLATES, parse_caption, render, template_slots, write_references
@@ -108,7 +109,7 @@ def test_built_dataset_has_the_schema_and_balanced_types(built):
 
 
 def test_every_reference_parses_back_to_the_ground_truth(built):
-    dataset = load_from_disk(str(built))
+    dataset = load_diffcap(built)
     for split in ("train", "validation", "test"):
         for row in dataset[split].select_columns(["references", "change", "change_type"]):
             change = json.loads(row["change"])
@@ -118,7 +119,7 @@ def test_every_reference_parses_back_to_the_ground_truth(built):
 
 
 def test_change_pairs_differ_in_pixels_and_distractors_say_no_change(built):
-    train = load_from_disk(str(built))["train"]
+    train = load_diffcap(built)["train"]
     for row in train:
         before, after = (np.asarray(image, dtype=np.int16) for image in row["images"])
         difference = np.abs(before - after).mean()
@@ -131,7 +132,7 @@ def test_change_pairs_differ_in_pixels_and_distractors_say_no_change(built):
 
 
 def test_splits_are_disjoint(built):
-    dataset = load_from_disk(str(built))
+    dataset = load_diffcap(built)
     seen = {}
     for split in ("train", "validation", "test", "captions"):
         for row in dataset[split].cast_column("images", List(Image(decode=False))):
@@ -155,8 +156,8 @@ def test_same_seed_is_byte_identical_whatever_num_proc(tmp_path):
     for file in files:
         assert (one / file).read_bytes() == (two / file).read_bytes(), file
     build(BuildSpec(**{**spec.__dict__, "seed": 8}), other, progress=False)
-    arrow = Path("train") / "data-00000-of-00001.arrow"
-    assert (one / arrow).read_bytes() != (other / arrow).read_bytes()
+    shard = Path("scene-change") / "train-00000-of-00001.parquet"
+    assert (one / shard).read_bytes() != (other / shard).read_bytes()
 
 
 def test_build_refuses_a_non_empty_folder_and_bad_sizes(built):
@@ -240,8 +241,65 @@ def test_generated_pairs_record_where_they_changed(built):
 
 
 def test_folders_written_before_change_regions_load_with_them_empty(built, tmp_path):
-    old = load_from_disk(str(built)).remove_columns("change_regions")
+    old = load_diffcap(built).remove_columns("change_regions")
     old.save_to_disk(str(tmp_path / "old"))
     dataset = load_diffcap(tmp_path / "old")
     assert all(split.features == FEATURES for split in dataset.values())
     assert set(map(len, dataset["train"]["change_regions"])) == {0}
+
+
+def test_a_built_folder_is_a_hub_dataset_repo_that_load_dataset_reads_offline(built, tmp_path):
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(built / "README.md")
+    assert {c["config_name"] for c in card.data.configs} == {"all", "scene-change", "photo-edit", "scene-caption"}
+    ours = load_diffcap(built)
+    # datasets caches local folders by name (see load_diffcap): each load gets its own cache here
+    scenes = load_dataset(str(built), "scene-change", cache_dir=str(tmp_path / "c1"))
+    assert set(scenes) == {"train", "validation", "test"} and set(scenes["train"]["source"]) == {"scene-change"}
+    assert scenes["train"].features == FEATURES
+    expected = ours["train"].filter(lambda s: s == "scene-change", input_columns="source")
+    assert scenes["train"]["id"] == expected["id"] and scenes["train"]["change"] == expected["change"]
+    assert scenes["train"][0]["images"][1].tobytes() == expected[0]["images"][1].tobytes()
+    everything = load_dataset(
+        str(built), cache_dir=str(tmp_path / "c2")
+    )  # the default config: every source, the rows in their built order
+    assert everything["train"]["id"] == ours["train"]["id"] and len(everything["captions"]) == len(ours["captions"])
+    # a folder of the earlier save_to_disk layout is rewritten as a repo when pushed (to a local folder here)
+    ours.save_to_disk(str(tmp_path / "old"))
+    assert (
+        main(
+            [
+                "data",
+                "push",
+                str(tmp_path / "old"),
+                "--repo-id",
+                "someone/diffcap",
+                "--to-folder",
+                str(tmp_path / "repo"),
+            ]
+        )
+        == 0
+    )
+    photos = load_dataset(str(tmp_path / "repo"), "photo-edit", cache_dir=str(tmp_path / "c3"))
+    assert photos["test"]["id"] == [i for i in ours["test"]["id"] if i.startswith("photo-edit/")]
+    assert main(["data", "push", str(tmp_path / "old"), "--repo-id", "x/y", "--to-folder", str(tmp_path / "repo")]) == 2
+    assert (
+        main(["data", "push", str(tmp_path / "missing"), "--repo-id", "x/y", "--to-folder", str(tmp_path / "z")]) == 2
+    )
+
+
+def test_two_folders_of_the_same_name_load_their_own_rows(tmp_path):
+    # datasets 5.2 keys its Arrow cache of a local folder by name and configs: load_diffcap must not return the
+    # rows of another folder called the same
+    first, second = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    build(
+        BuildSpec(**{**SPEC.__dict__, "scene_pairs": 4, "photo_pairs": 0, "caption_samples": 0}), first, progress=False
+    )
+    build(
+        BuildSpec(**{**SPEC.__dict__, "seed": 5, "scene_pairs": 6, "photo_pairs": 0, "caption_samples": 0}),
+        second,
+        progress=False,
+    )
+    assert len(load_diffcap(first)["train"]) == 4 and len(load_diffcap(second)["train"]) == 6

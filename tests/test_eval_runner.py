@@ -47,9 +47,9 @@ def test_onediff_eval_end_to_end(model_and_data, capsys):
 
 
 def test_scores_of_perfect_predictions(model_and_data):
-    from datasets import load_from_disk
+    from onediff_idc.processing.schema import load_diffcap
 
-    rows = load_from_disk(str(model_and_data / "data"))["test"].remove_columns("images").to_list()
+    rows = load_diffcap(model_and_data / "data")["test"].remove_columns("images").to_list()
     results = score_predictions(rows, [r["references"][0] for r in rows])
     assert results["change_accuracy"]["overall"]["change_accuracy"] == 1.0
     assert results["no_change"]["overall"]["no_change_recall"] == 1.0

@@ -9,7 +9,7 @@ set -euo pipefail
 PHOTOS=runs/photos
 [ -f "$PHOTOS/manifest.json" ] || onediff data photos --out "$PHOTOS"
 DATA=runs/curve-data-zoom
-if [ ! -f "$DATA/dataset_dict.json" ]; then
+if [ ! -f "$DATA/dataset_dict.json" ] && [ ! -f "$DATA/README.md" ]; then
   rm -rf "$DATA.partial"
   onediff data build --out "$DATA.partial" --seed 10 --scene-pairs 16000 --photo-pairs 6000 --caption-samples 0 \
     --eval-fraction 0.03 --num-proc 2 --photos "$PHOTOS"

@@ -7,7 +7,7 @@ set -euo pipefail
 PHOTOS=runs/photos  # Debian's photographs (onediff data photos), beside the packages' samples
 [ -f "$PHOTOS/manifest.json" ] || onediff data photos --out "$PHOTOS"
 DATA=runs/curve-data  # 10,000 training pairs (6,000 scene, 4,000 photo), 500 validation pairs; seed 10
-if [ ! -f "$DATA/dataset_dict.json" ]; then
+if [ ! -f "$DATA/dataset_dict.json" ] && [ ! -f "$DATA/README.md" ]; then
   rm -rf "$DATA.partial"
   onediff data build --out "$DATA.partial" --seed 10 --scene-pairs 6000 --photo-pairs 4000 --caption-samples 0 \
     --eval-fraction 0.05 --num-proc 2 --photos "$PHOTOS"
