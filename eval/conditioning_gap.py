@@ -42,17 +42,21 @@ def conditioning_gap(model, processor, rows: list[dict], batch_size: int = 8) ->
     return {"loss_own_images": own, "loss_other_images": other, "gap": other - own, "pairs": len(rows)}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--model", required=True, help="OneDiff checkpoint folder")
     parser.add_argument("--data", required=True, help="DiffCap dataset folder")
-    parser.add_argument("--split", default="validation")
+    parser.add_argument("--split", default="validation", help="split whose pairs are scored")
     parser.add_argument("--pairs", type=int, default=32, help="a seeded random sample of this many pairs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
-    args = parser.parse_args(argv)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     from transformers import AutoModel, AutoProcessor
 
     split = load_diffcap(args.data, splits=(args.split,))[args.split]

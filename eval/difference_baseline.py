@@ -34,16 +34,20 @@ def feature_change_scores(model, processor, split, layers: list[int], batch_size
     return scores
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="OneDiff checkpoint whose vision tower is read")
     parser.add_argument("--data", required=True, help="DiffCap folder with change types")
     parser.add_argument("--split", default="test", help="split to score")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 4, 8, 12], help="tower hidden states to read")
     parser.add_argument("--out", default=None, help="write the report here as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+
+    args = build_parser().parse_args(argv)
     model = OneDiffForConditionalGeneration.from_pretrained(args.model).eval()
     processor = OneDiffProcessor.from_pretrained(args.model)
     split = load_diffcap(args.data, splits=(args.split,))[args.split]

@@ -432,7 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.set_defaults(func=data_push)
 
     c = data.add_parser("convert", help="convert a public benchmark from its native layout")
-    c.add_argument("name", choices=["clevr-change", "spot-the-diff", "image-editing-request", "birds-to-words"])
+    c.add_argument(
+        "name",
+        choices=["clevr-change", "spot-the-diff", "image-editing-request", "birds-to-words"],
+        help="which benchmark",
+    )
     c.add_argument("--src", required=True, help="the benchmark's folder, laid out as its instructions say")
     c.add_argument("--out", required=True, help="new folder for the DatasetDict")
     c.add_argument("--images", default=None, help="image folder, if not where the layout puts it")
@@ -448,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--neighbours", type=int, default=5, help="nearest neighbours looked at per image")
     m.add_argument("--batch-size", type=int, default=16, help="images embedded per batch")
     m.add_argument("--captions", default=None, help="JSON {image file name: caption}; pairs are then captioned")
-    m.add_argument("--captioner", default="template", choices=["template", "llm"])
+    m.add_argument(
+        "--captioner", default="template", choices=["template", "llm"], help="how pairs get captions (with --captions)"
+    )
     m.add_argument("--captioner-model", default=None, help="local causal LM folder for --captioner llm")
     m.set_defaults(func=data_mine)
 
@@ -457,10 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--instructions", required=True, help="text file, one edit instruction per line (or JSON list)")
     ed.add_argument("--model", required=True, help="local diffusers InstructPix2Pix pipeline folder")
     ed.add_argument("--out", required=True, help="new folder for the DatasetDict")
-    ed.add_argument("--resolution", type=int, default=512)
+    ed.add_argument("--resolution", type=int, default=512, help="side the images are resized to before editing")
     ed.add_argument("--steps", type=int, default=20, help="denoising steps")
-    ed.add_argument("--seed", type=int, default=0)
-    ed.add_argument("--captioner", default="template", choices=["template", "llm"])
+    ed.add_argument("--seed", type=int, default=0, help="seed of the edits (same seed, same images)")
+    ed.add_argument(
+        "--captioner", default="template", choices=["template", "llm"], help="how the edited pairs get captions"
+    )
     ed.add_argument("--captioner-model", default=None, help="local causal LM folder for --captioner llm")
     ed.set_defaults(func=data_edit)
 
@@ -477,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = commands.add_parser("demo", help="serve the Gradio demo (spaces_demo/app.py)")
     d.add_argument("--model", default=None, help="OneDiff checkpoint folder (default: the embedded default model)")
-    d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--port", type=int, default=7860)
+    d.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    d.add_argument("--port", type=int, default=7860, help="port to serve on")
     d.set_defaults(func=demo_command)
 
     bench = commands.add_parser("bench", help="speed, memory and MFU of OneDiff vs a LLaVA-style baseline")

@@ -177,20 +177,24 @@ def export_checkpoint(out: str | Path, model: str | Path | None = None, progress
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
         description="build the default model's checkpoints (the shipped weights, ablations)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    export = commands.add_parser("export")
+    export = commands.add_parser("export", help="trained weights of a stage-2 run into onediff_idc/default_weights/")
     export.add_argument("--from", dest="source", required=True, help="stage-2 output_dir (with adapter/ and final/)")
     random_base = commands.add_parser(
         "random-base", help="the base checkpoint's architecture with random weights (the ablation without pretraining)"
     )
-    random_base.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    random_base.add_argument("--out", required=True, help="new folder for the randomly initialised checkpoint")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.command == "export":
         print(export_trained(args.source))
     else:

@@ -351,7 +351,7 @@ def with_front_matter(card_text: str, card_data: ModelCardData) -> str:
     return f"---\n{card_data.to_yaml()}\n---\n{body}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(description="rewrite MODEL_CARD.md's metadata from the default model's report")
@@ -362,7 +362,11 @@ def main(argv: list[str] | None = None) -> None:
         default=["MODEL_CARD.md", "onediff_idc/default_weights/MODEL_CARD.md"],
         help="card files to update (the repository's and the package's copy)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     data = default_card_data(load_reports([args.report])[0])
     for card in args.cards:
         Path(card).write_text(with_front_matter(Path(card).read_text(), data))

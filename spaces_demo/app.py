@@ -184,7 +184,7 @@ def build_demo(model_path: str) -> gr.Blocks:
     return demo
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="OneDiff Gradio demo")
     parser.add_argument("--model", default=None, help="OneDiff checkpoint folder or Hub repo id")
     # Gradio's own variables first (a Space sets them), then PORT (other hosts), then local defaults
@@ -192,7 +192,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     port = int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860)
     parser.add_argument("--host", default=host, help="address to serve on (env: GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=port, help="port (env: GRADIO_SERVER_PORT, then PORT)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

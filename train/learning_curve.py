@@ -56,12 +56,14 @@ DESIGNS = {
 SOURCES = ("scene-change", "photo-edit")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="OneDiff checkpoint the designs start from")
     parser.add_argument("--data", required=True, help="generated DiffCap folder (onediff data build)")
     parser.add_argument("--out", required=True, help="curves.json, curves.png and one state folder per design")
-    parser.add_argument("--designs", nargs="+", default=["baseline", "prior"], choices=sorted(DESIGNS))
+    parser.add_argument(
+        "--designs", nargs="+", default=["baseline", "prior"], choices=sorted(DESIGNS), help="designs to train"
+    )
     parser.add_argument("--milestones", nargs="+", type=int, default=[1000, 3000, 10000], help="pairs seen")
     parser.add_argument("--feature_cache_dir", default=None, help="cached tower features (default: OUT/features)")
     parser.add_argument("--batch_size", type=int, default=32, help="pairs per step")
@@ -70,6 +72,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--save_minutes", type=float, default=10.0, help="also save a design's state this often")
     parser.add_argument("--stop_after_minutes", type=float, default=None, help="save and stop after this long")
     parser.add_argument("--seed", type=int, default=0, help="heads' initialisation and the order of the pairs")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if sorted(args.milestones) != args.milestones or args.milestones[0] < args.batch_size:
         parser.error("--milestones must rise and start at >= --batch_size pairs")

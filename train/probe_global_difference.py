@@ -44,13 +44,17 @@ def global_statistics(vision, processor, pairs: list, batch_size: int = 16) -> n
     return np.concatenate(rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="OneDiff checkpoint whose vision tower is probed")
     parser.add_argument("--data", required=True, help="generated DiffCap folder with photo-edit pairs")
     parser.add_argument("--out", required=True, help="JSON report")
     parser.add_argument("--train_pairs", type=int, default=1500, help="photo-edit training pairs to fit on")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     started = time.perf_counter()
 
     data = load_diffcap(args.data, splits=("train", "validation"))
