@@ -26,6 +26,7 @@ def caption(args: argparse.Namespace) -> int:
     for role, image in (("before", args.before), ("after", args.after)):
         if not Path(image).is_file():
             raise CliError(f"{role} image not found: {image}")
+    fix = _load_fix(args.model)
     args.model = _model_dir(args.model)
     from onediff_idc.checkpoints import load_pipeline
 
@@ -35,7 +36,7 @@ def caption(args: argparse.Namespace) -> int:
     if args.json:  # the same fields as a line of `--out`
         settings |= {"return_change_probability": True, "return_change_map": True}
     try:
-        pipe = load_pipeline(args.model, args.device)
+        pipe = load_pipeline(args.model, args.device, fix)
         result = pipe({"before": args.before, "after": args.after}, **settings)
     except ValueError as error:
         raise CliError(str(error)) from error
@@ -51,6 +52,13 @@ def caption(args: argparse.Namespace) -> int:
 def _check_threshold(threshold: float | None) -> None:
     if threshold is not None and not 0 <= threshold <= 1:
         raise CliError(f"--change-threshold is a probability in [0, 1], got {threshold}")
+
+
+def _load_fix(model: str | None) -> str:
+    """What to do when the model folder does not load: the default model is rebuilt by setup."""
+    if model is None:
+        return "run `onediff setup` again: it rebuilds the default model from the installed packages"
+    return "pass --model a folder written by save_pretrained or `onediff export`, or export/download it again"
 
 
 def _model_dir(model: str | None) -> str:
@@ -91,7 +99,7 @@ def caption_many(args: argparse.Namespace) -> int:
         from onediff_idc.checkpoints import load_pipeline
 
         try:
-            return load_pipeline(_model_dir(args.model), args.device)
+            return load_pipeline(_model_dir(args.model), args.device, _load_fix(args.model))
         except ValueError as error:
             raise CliError(str(error)) from error
 

@@ -75,3 +75,50 @@ def test_export_copies_a_checkpoint_that_loads_and_refuses_a_non_empty_folder(ch
     assert "not empty" in capsys.readouterr().err
     assert main(["export", "--out", str(tmp_path / "other"), "--model", str(tmp_path)]) == 2
     assert "not a OneDiff checkpoint" in capsys.readouterr().err
+
+
+def damage(folder: Path, how: str) -> None:
+    if how == "weights missing":
+        (folder / "model.safetensors").unlink()
+    elif how == "weights truncated":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif how == "weights of another size":  # a valid file whose tensors do not fit the config
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(folder / "model.safetensors")
+        name = next(k for k in tensors if k.endswith("embed_tokens.weight"))
+        tensors[name] = tensors[name][:-3].clone()
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    elif how == "config not JSON":
+        (folder / "config.json").write_text("{not json")
+    elif how == "another kind of model":  # e.g. the language model's own folder
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config["text_config"]))
+    elif how == "processor missing":
+        (folder / "tokenizer.json").unlink()
+    elif how == "tokenizer damaged":
+        (folder / "tokenizer.json").write_text('{"version": "1.0", "model": 3}')
+
+
+DAMAGE = {
+    "weights missing": "has no weights",
+    "weights truncated": "Could not load the OneDiff checkpoint",
+    "weights of another size": "Could not load the OneDiff checkpoint",
+    "config not JSON": "config.json is damaged",
+    "another kind of model": "holds a llama model, not a OneDiff checkpoint",
+    "processor missing": "lacks its processor",
+    "tokenizer damaged": "Could not load the OneDiff checkpoint",
+}
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_a_checkpoint_that_does_not_load_is_one_line_with_the_fix(checkpoint, tmp_path, how):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoint / "ckpt", folder)
+    damage(folder, how)
+    command = ["onediff", "caption", str(checkpoint / "a.png"), str(checkpoint / "b.png"), "--model", str(folder)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Loading weights" not in line]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert DAMAGE[how] in lines[0] and "export/download it again" in lines[0]
