@@ -23,6 +23,8 @@ EXAMPLES = HERE.parent / "examples" if (HERE.parent / "examples").is_dir() else 
 MAX_SIDE = 1024  # larger uploads are downscaled before anything else
 MAX_PIXELS = 50_000_000  # larger uploads are refused outright
 DEFAULT_MAX_NEW_TOKENS = 48
+# the model repository a Space runs (README.md `models:`): the default model, `onediff export` + `onediff push`
+SPACE_MODEL = "onediff-idc/onediff-default"
 FALLBACK_TASKS = {"difference": "Describe the difference between the two images."}
 
 
@@ -36,13 +38,17 @@ def task_prompts() -> dict[str, str]:
 
 
 def default_model_path() -> str:
+    """`$ONEDIFF_MODEL`, else the installed package's embedded default model, else (on a Space, where the package is
+    not installed) the Hub repository this Space names in its README's `models:`."""
     if os.environ.get("ONEDIFF_MODEL"):
         return os.environ["ONEDIFF_MODEL"]
     try:
         from onediff_idc.default_model import default_model_dir
-
+    except ImportError:
+        return SPACE_MODEL
+    try:
         return str(default_model_dir())
-    except (ImportError, AttributeError, RuntimeError) as error:
+    except (AttributeError, RuntimeError) as error:
         raise SystemExit(f"No model: pass --model DIR or set ONEDIFF_MODEL ({error})") from error
 
 
