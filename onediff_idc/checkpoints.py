@@ -30,10 +30,9 @@ def check_checkpoint(model_dir: str | Path, fix: str) -> None:
 
 def load_pipeline(model_dir: str | Path, device: str = "cpu", fix: str | None = None):
     import torch
+    from transformers.utils import logging
 
     from modeling_onediff import ImageDifferenceCaptioningPipeline, OneDiffForConditionalGeneration, OneDiffProcessor
-
-    from transformers.utils import logging
 
     fix = fix or "pass --model a folder written by save_pretrained or `onediff export`, or export/download it again"
     check_checkpoint(model_dir, fix)
