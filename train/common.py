@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration
 from trl import TrlParser
@@ -285,6 +286,9 @@ def make_accelerator(
         total_limit=save_total_limit,
     )
     trackers = [JsonLinesTracker(output_dir / "log.jsonl"), *report_to_trackers(report_to)]
+    # an earlier run in this process (a notebook, a test) leaves accelerate's singleton state with its own mixed
+    # precision, which a new Accelerator may not change; transformers' Trainer clears it the same way
+    AcceleratorState._reset_state()
     return Accelerator(project_config=project, log_with=trackers, **kwargs), output_dir / "checkpoints"
 
 
