@@ -107,6 +107,25 @@ def nearest_patch_distance(
     return nearest.flatten(2)
 
 
+def relative_change(
+    before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int], shift_tolerance: int = 0
+) -> torch.Tensor:
+    """
+    Each patch's change over the mean change of its layer: `(batch_size, num_layers, num_patches)`, from raw
+    features of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`. The change is |B-A| at the same
+    position or, with `shift_tolerance` r, the distance to the nearest patch of the other image within r rows and
+    columns, taken both ways (an added object has no match in A, a removed one none in B).
+    """
+    if shift_tolerance == 0:
+        magnitude = (after - before).float().norm(dim=-1)
+    else:
+        magnitude = torch.maximum(
+            nearest_patch_distance(after, before, patch_grid, shift_tolerance),
+            nearest_patch_distance(before, after, patch_grid, shift_tolerance),
+        )
+    return magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
+
+
 MAX_GRID_SIDE = 64  # patch rows/columns the zoom's position embeddings cover (896 px at patch 14)
 
 
@@ -363,21 +382,8 @@ class OneDiffVisualDeltaModule(nn.Module):
             self.zoom_column_embeddings = nn.Parameter(torch.zeros(MAX_GRID_SIDE, width))
 
     def relative_change(self, before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int]) -> torch.Tensor:
-        """
-        Each patch's change over the mean change of its layer: `(batch_size, num_layers, num_patches)`, from raw
-        features of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`. The change is |B-A| at the same
-        position or, with `delta_shift_tolerance` r, the distance to the nearest patch of the other image within r
-        rows and columns, taken both ways (an added object has no match in A, a removed one none in B).
-        """
-        radius = self.config.delta_shift_tolerance
-        if radius == 0:
-            magnitude = (after - before).float().norm(dim=-1)
-        else:
-            magnitude = torch.maximum(
-                nearest_patch_distance(after, before, patch_grid, radius),
-                nearest_patch_distance(before, after, patch_grid, radius),
-            )
-        return magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
+        """`relative_change` with this module's `delta_shift_tolerance`."""
+        return relative_change(before, after, patch_grid, self.config.delta_shift_tolerance)
 
     def zoom(self, relative: torch.Tensor, patch_grid: tuple[int, int]) -> torch.LongTensor:
         """The `delta_zoom_patches` patches that changed most (mean relative change over the layers), in grid order:

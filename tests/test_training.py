@@ -474,6 +474,18 @@ def test_global_difference_probe_reports_every_layer_set(workspace, tmp_path):
     assert 0 <= report["layer_sets"]["0"]["exact"] <= 1 and report["validation_pairs"] > 0
 
 
+def test_localisation_probe_scores_each_shift_tolerance(workspace, tmp_path):
+    from onediff_idc.train import probe_localisation
+
+    argv = ["--base", str(workspace / "tiny-model"), "--data", str(workspace / "data"), "--split", "train"]
+    report = probe_localisation.main([*argv, "--top_k", "3", "--out", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text()) == report
+    assert set(report["shift_tolerance"]) == {"0", "1", "2"} and report["pairs_with_regions"] > 0
+    for scores in report["shift_tolerance"].values():
+        assert 0 <= scores["pointing_game"] <= scores["top_3_includes_change"] <= 1  # the top patch is in the top 3
+        assert 0 <= scores["change_vs_no_change_auroc"] <= 1
+
+
 def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp_path, monkeypatch):
     from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
     from onediff_idc.processing.schema import load_diffcap
