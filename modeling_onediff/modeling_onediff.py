@@ -108,16 +108,21 @@ def nearest_patch_distance(
 
 
 def relative_change(
-    before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int], shift_tolerance: int = 0
+    before: torch.Tensor,
+    after: torch.Tensor,
+    patch_grid: tuple[int, int],
+    shift_tolerance: int = 0,
+    change: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """
     Each patch's change over the mean change of its layer: `(batch_size, num_layers, num_patches)`, from raw
     features of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`. The change is |B-A| at the same
     position or, with `shift_tolerance` r, the distance to the nearest patch of the other image within r rows and
-    columns, taken both ways (an added object has no match in A, a removed one none in B).
+    columns, taken both ways (an added object has no match in A, a removed one none in B). `change` is `after -
+    before` if the caller has it already.
     """
     if shift_tolerance == 0:
-        magnitude = (after - before).float().norm(dim=-1)
+        magnitude = (after - before if change is None else change).float().norm(dim=-1)
     else:
         magnitude = torch.maximum(
             nearest_patch_distance(after, before, patch_grid, shift_tolerance),
@@ -381,9 +386,15 @@ class OneDiffVisualDeltaModule(nn.Module):
             self.zoom_row_embeddings = nn.Parameter(torch.zeros(MAX_GRID_SIDE, width))
             self.zoom_column_embeddings = nn.Parameter(torch.zeros(MAX_GRID_SIDE, width))
 
-    def relative_change(self, before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int]) -> torch.Tensor:
+    def relative_change(
+        self,
+        before: torch.Tensor,
+        after: torch.Tensor,
+        patch_grid: tuple[int, int],
+        change: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """`relative_change` with this module's `delta_shift_tolerance`."""
-        return relative_change(before, after, patch_grid, self.config.delta_shift_tolerance)
+        return relative_change(before, after, patch_grid, self.config.delta_shift_tolerance, change)
 
     def zoom(self, relative: torch.Tensor, patch_grid: tuple[int, int]) -> torch.LongTensor:
         """The `delta_zoom_patches` patches that changed most (mean relative change over the layers), in grid order:
@@ -478,9 +489,9 @@ class OneDiffVisualDeltaModule(nn.Module):
             patch_grid = (side, side)
         # the raw change feeds the global tokens, the prior and the zoom: computed only when one of them is on
         zoomed = self.zoom_row_embeddings is not None
-        change = after - before if self.global_projection is not None else None
         needs_relative = zoomed or self.difference_prior_scale is not None
-        relative = self.relative_change(before, after, patch_grid) if needs_relative else None
+        change = after - before if self.global_projection is not None or needs_relative else None
+        relative = self.relative_change(before, after, patch_grid, change) if needs_relative else None
         patches = self.zoom(relative, patch_grid) if zoomed else None
         context, difference = self.build_context(before, after, change, patches, patch_grid)
         context_bias = None

@@ -356,6 +356,15 @@ def push_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_push_options(parser: argparse.ArgumentParser, repo_id_help: str) -> None:
+    """What `onediff push` and `onediff data push` share."""
+    parser.add_argument("--repo-id", required=True, help=repo_id_help)
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument(
+        "--to-folder", default=None, help="write the files that would be uploaded here instead (offline)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onediff", description="OneDiff image difference captioning")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -401,9 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pu = commands.add_parser("push", help="publish a merged checkpoint (e.g. a run's final/) as a Hub model repo")
     pu.add_argument("model", help="OneDiff checkpoint folder (merged, not a LoRA adapter)")
-    pu.add_argument("--repo-id", required=True, help="Hub repo id, e.g. you/onediff-small")
-    pu.add_argument("--private", action="store_true", help="create the repo private")
-    pu.add_argument("--to-folder", default=None, help="write the files that would be uploaded here instead (offline)")
+    add_push_options(pu, "Hub repo id, e.g. you/onediff-small")
     pu.set_defaults(func=push_command)
 
     s = commands.add_parser("setup", help="install, verify and convert the default model's pretrained towers")
@@ -434,9 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dp = data.add_parser("push", help="publish a DiffCap folder as a Hub dataset repo (Parquet shards + card)")
     dp.add_argument("path", help="DiffCap folder (onediff data build/convert output, either layout)")
-    dp.add_argument("--repo-id", required=True, help="Hub dataset repo id, e.g. you/diffcap")
-    dp.add_argument("--private", action="store_true", help="create the repo private")
-    dp.add_argument("--to-folder", default=None, help="write the files that would be uploaded here instead (offline)")
+    add_push_options(dp, "Hub dataset repo id, e.g. you/diffcap")
     dp.set_defaults(func=data_push)
 
     c = data.add_parser("convert", help="convert a public benchmark from its native layout")

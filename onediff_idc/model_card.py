@@ -293,9 +293,7 @@ def push_checkpoint(
     processor, remote code and card (written from its record if it has none). A LoRA adapter folder is refused: it
     would not load without its base. With `to_folder`, the exact files are written there instead (a local repo).
     """
-    import shutil
-
-    from huggingface_hub import HfApi
+    from onediff_idc.hub import publish_folder
 
     checkpoint = Path(checkpoint)
     if (checkpoint / "adapter_config.json").is_file() and not (checkpoint / "config.json").is_file():
@@ -308,15 +306,7 @@ def push_checkpoint(
         raise ValueError(f"{checkpoint} mixes an adapter with a model; push a merged folder (final/)")
     if not (checkpoint / "README.md").is_file():
         write_model_card(checkpoint, repo_id=repo_id)
-    if to_folder is not None:
-        shutil.copytree(checkpoint, to_folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-        return str(to_folder)
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id, folder_path=str(checkpoint), commit_message="Upload OneDiff checkpoint", ignore_patterns=[".*"]
-    )
-    return str(commit.commit_url if hasattr(commit, "commit_url") else commit)
+    return publish_folder(checkpoint, repo_id, "model", to_folder=to_folder, private=private, token=token)
 
 
 # ---- the embedded default model's card (MODEL_CARD.md): its metadata generated from its evaluation report ---------

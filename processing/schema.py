@@ -267,31 +267,17 @@ def push_diffcap(
     save_to_disk layout is rewritten in the Hub layout first. With `to_folder` the exact files go there instead of
     the Hub (offline; `load_dataset(to_folder, config)` reads them as it would read the repo).
     """
-    import shutil
     import tempfile
 
-    from huggingface_hub import HfApi
+    from onediff_idc.hub import publish_folder
 
     path = Path(path)
     dataset_dict = load_diffcap(path)  # refuses what is not a DiffCap folder before anything is written
+    if to_folder is not None and Path(to_folder).exists() and any(Path(to_folder).iterdir()):
+        raise ValueError(f"{to_folder} exists and is not empty; choose a new folder")
     with tempfile.TemporaryDirectory() as scratch:
         folder = path
         if (path / "dataset_dict.json").is_file():
             folder = Path(scratch) / "hub"
             save_diffcap(dataset_dict, folder)
-        if to_folder is not None:
-            to_folder = Path(to_folder)
-            if to_folder.exists() and any(to_folder.iterdir()):
-                raise ValueError(f"{to_folder} exists and is not empty; choose a new folder")
-            shutil.copytree(folder, to_folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-            return str(to_folder)
-        api = HfApi(token=token)
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            repo_type="dataset",
-            folder_path=str(folder),
-            commit_message="Upload DiffCap",
-            ignore_patterns=[".*"],
-        )
-        return str(getattr(commit, "commit_url", commit))
+        return publish_folder(folder, repo_id, "dataset", to_folder=to_folder, private=private, token=token)

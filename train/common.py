@@ -215,6 +215,7 @@ def training_record(script: str, model_args: ModelArguments, *arguments, dataset
 # ---- accelerate's checkpointing and trackers, as both custom loops use them ----------------------------------------
 
 COMPLETE_MARKER = "checkpoint_complete.json"  # written last: a folder without it was cut short (a kill mid-save)
+LOG_FILE = "log.jsonl"  # every stage's log, one JSON line per log call
 
 
 class RunProgress:
@@ -285,7 +286,7 @@ def make_accelerator(
         automatic_checkpoint_naming=True,
         total_limit=save_total_limit,
     )
-    trackers = [JsonLinesTracker(output_dir / "log.jsonl"), *report_to_trackers(report_to)]
+    trackers = [JsonLinesTracker(output_dir / LOG_FILE), *report_to_trackers(report_to)]
     # an earlier run in this process (a notebook, a test) leaves accelerate's singleton state with its own mixed
     # precision, which a new Accelerator may not change; transformers' Trainer clears it the same way
     AcceleratorState._reset_state()
@@ -339,9 +340,13 @@ def find_resume_checkpoint(checkpoints: Path, resume: str | None) -> Path | None
     return path
 
 
-def restore_checkpoint(accelerator: Accelerator, checkpoints: Path, resume_from: Path | None) -> None:
-    """Drops folders a kill cut short (they would block accelerate's numbering), loads `resume_from` if given, and
-    sets accelerate's checkpoint counter past every folder kept."""
+def restore_checkpoint(accelerator: Accelerator, checkpoints: Path, resume_from: Path | None, progress: RunProgress):
+    """
+    Registers `progress` for checkpointing, drops folders a kill cut short (they would block accelerate's
+    numbering), loads `resume_from` if given (and drops log.jsonl lines of the steps after it: they run and log
+    again), and sets accelerate's checkpoint counter past every folder kept.
+    """
+    accelerator.register_for_checkpointing(progress)
     if accelerator.is_main_process:
         for folder in checkpoint_folders(checkpoints):
             if not (folder / COMPLETE_MARKER).is_file():
@@ -349,6 +354,8 @@ def restore_checkpoint(accelerator: Accelerator, checkpoints: Path, resume_from:
     accelerator.wait_for_everyone()
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
+        if accelerator.is_main_process:
+            forget_log_after(checkpoints.parent / LOG_FILE, progress["step"])
     kept = checkpoint_folders(checkpoints)
     accelerator.project_configuration.iteration = _checkpoint_number(kept[-1]) + 1 if kept else 0
 

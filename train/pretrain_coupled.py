@@ -35,7 +35,6 @@ from onediff_idc.train.common import (
     OneDiffCollator,
     RunProgress,
     find_resume_checkpoint,
-    forget_log_after,
     load_model_and_processor,
     make_accelerator,
     parse_recipe,
@@ -177,13 +176,10 @@ def main(argv: list[str] | None = None) -> Path:
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     progress = RunProgress(step=0, micro_batches=0, max_steps=max_steps)
-    accelerator.register_for_checkpointing(progress)
-    restore_checkpoint(accelerator, checkpoints, resume_from)
+    restore_checkpoint(accelerator, checkpoints, resume_from, progress)
     step, micro_batches_done = progress["step"], progress["micro_batches"]
     if resume_from is not None:
         accelerator.print(f"resumed from {resume_from} at step {step}")
-        if accelerator.is_main_process:
-            forget_log_after(output_dir / "log.jsonl", step)
     batches = accelerator.skip_first_batches(loader, micro_batches_done) if micro_batches_done else loader
     accelerator.init_trackers("pretrain_coupled", config=tracker_config(model_args, args))
 

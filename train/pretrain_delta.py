@@ -38,7 +38,6 @@ from onediff_idc.train.common import (
     ModelArguments,
     RunProgress,
     find_resume_checkpoint,
-    forget_log_after,
     load_model_and_processor,
     make_accelerator,
     parse_recipe,
@@ -384,12 +383,10 @@ def main(argv: list[str] | None = None) -> Path:
     )
     learning, optimizer, scheduler = accelerator.prepare(learning, optimizer, scheduler)
     progress = RunProgress(step=0, report={"vocab": vocab, "epochs": []})
-    accelerator.register_for_checkpointing(progress)
-    restore_checkpoint(accelerator, checkpoints, resume_from)
+    restore_checkpoint(accelerator, checkpoints, resume_from, progress)
     step = progress["step"]
     if resume_from is not None:
         print(f"resumed from {resume_from} at step {step} (epoch {step / steps_per_epoch:.2f})")
-        forget_log_after(output_dir / "log.jsonl", step)
     accelerator.init_trackers("pretrain_delta", config=tracker_config(model_args, args))
 
     label_tensor = torch.from_numpy(labels)

@@ -24,6 +24,7 @@ from trl import SFTConfig, SFTTrainer
 
 from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
 from onediff_idc.train.common import (
+    LOG_FILE,
     JsonLinesTracker,
     ModelArguments,
     OneDiffCollator,
@@ -87,7 +88,7 @@ class JsonLinesCallback(TrainerCallback):
     (with `report_to` the trackers get them as well, under `<output_dir>/runs`)."""
 
     def __init__(self, output_dir: str | Path):
-        self.tracker = JsonLinesTracker(Path(output_dir) / "log.jsonl")
+        self.tracker = JsonLinesTracker(Path(output_dir) / LOG_FILE)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     if resume is not None and trainer.accelerator.is_main_process:
         step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
-        forget_log_after(Path(config.output_dir) / "log.jsonl", step)  # those steps run and log again
+        forget_log_after(Path(config.output_dir) / LOG_FILE, step)  # those steps run and log again
     trainer.train(resume_from_checkpoint=resume)
 
     final = Path(config.output_dir) / "final"
