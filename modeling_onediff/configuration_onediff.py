@@ -97,6 +97,19 @@ class OneDiffConfig(PreTrainedConfig):
             the zoom: a patch's change is then its distance to the nearest patch of the other image within this many
             rows and columns (the larger of both directions, so that added and removed objects both stand out).
             Camera jitter moves every patch a little; with 0 (same-position |B-A|) that motion reads as change.
+        delta_change_fields (`dict[str, list[str]]`, *optional*):
+            A discrete bottleneck between the delta module and the language model, for models trained on changes with
+            known structure (the package's generated pairs): field name -> its values, e.g. `{"type": ["add", "drop",
+            ...], "color": ["red", ...]}`, kept in name order. Field k (in that order) gets a classifier on delta query k that picks one of its values or
+            "absent" (the change has no such field), and delta token k becomes the learned embedding of that choice
+            (initialised from the language model's embedding of the value's words). The language model then reads the
+            change as a handful of word-like tokens and only has to phrase it, so its caption says what the delta
+            module decided; the delta projector is not built. `None` (the default): the paper's continuous delta
+            tokens, one per query.
+        use_image_tokens (`bool`, *optional*, defaults to `True`):
+            Gives the language model both images' (pooled) patch tokens beside the delta tokens. `False` leaves only
+            the delta tokens (no image projector): a much shorter sequence, for models whose delta tokens carry the
+            change alone.
         delta_attention_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the delta module's attention probabilities.
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
@@ -104,7 +117,7 @@ class OneDiffConfig(PreTrainedConfig):
         image_token_id (`int`, *optional*):
             Token id of the image placeholder the processor expands to one token per image feature.
         delta_token_id (`int`, *optional*):
-            Token id of the delta placeholder the processor expands to `num_delta_queries` tokens.
+            Token id of the delta placeholder the processor expands to `num_delta_tokens` tokens.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the initialisation of the new (non-tower) weights.
         tie_word_embeddings (`bool`, *optional*):
@@ -148,6 +161,8 @@ class OneDiffConfig(PreTrainedConfig):
     delta_global_difference: bool = False
     delta_zoom_patches: int = 0
     delta_shift_tolerance: int = 0
+    delta_change_fields: dict[str, list[str]] | None = None
+    use_image_tokens: bool = True
     delta_attention_dropout: float = 0.0
     projector_hidden_act: str = "gelu"
     image_token_id: int | None = None
@@ -213,6 +228,11 @@ class OneDiffConfig(PreTrainedConfig):
         shift = self.delta_shift_tolerance
         if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
             raise ValueError(f"`delta_shift_tolerance` must be a non-negative integer (patches), got {shift!r}")
+        self._check_change_fields()
+        if not isinstance(self.use_image_tokens, bool):
+            raise ValueError(f"`use_image_tokens` must be a bool, got {self.use_image_tokens!r}")
+        if not self.use_image_tokens and not self.use_delta_module:
+            raise ValueError("With `use_image_tokens=False` and `use_delta_module=False` the model would see nothing")
         if not 0.0 <= self.delta_attention_dropout < 1.0:
             raise ValueError(f"`delta_attention_dropout` must be in [0, 1), got {self.delta_attention_dropout!r}")
         for name in ("image_token_id", "delta_token_id"):
@@ -228,6 +248,38 @@ class OneDiffConfig(PreTrainedConfig):
         if not getattr(self, "custom_pipelines", None):
             self.custom_pipelines = CUSTOM_PIPELINES
 
+    def _check_change_fields(self) -> None:
+        fields = self.delta_change_fields
+        if fields is None:
+            return
+        if not isinstance(fields, dict) or not fields:
+            raise ValueError(f"`delta_change_fields` must be a non-empty dict (field -> values), got {fields!r}")
+        for name, values in fields.items():
+            if (
+                not isinstance(values, (list, tuple))
+                or not values
+                or not all(isinstance(v, str) and v for v in values)
+                or len(set(values)) != len(values)
+            ):
+                raise ValueError(f"`delta_change_fields[{name!r}]` must be a list of distinct strings, got {values!r}")
+        # in name order, as config.json stores them (its keys are sorted): field k must stay field k on reload
+        self.delta_change_fields = {str(name): list(values) for name, values in sorted(fields.items())}
+        if not self.use_delta_module:
+            raise ValueError("`delta_change_fields` needs the delta module (`use_delta_module=True`)")
+        if len(fields) > self.num_delta_queries:
+            raise ValueError(
+                f"{len(fields)} `delta_change_fields` need as many delta queries; `num_delta_queries` is "
+                f"{self.num_delta_queries}"
+            )
+
+    @property
+    def num_delta_tokens(self) -> int:
+        """Delta tokens the language model reads: one per change field with `delta_change_fields`, else one per
+        delta query (none without the delta module)."""
+        if not self.use_delta_module:
+            return 0
+        return len(self.delta_change_fields) if self.delta_change_fields else self.num_delta_queries
+
     @property
     def resolved_delta_feature_layers(self) -> list[int]:
         """`delta_feature_layers` as non-negative hidden-states indices."""
@@ -242,7 +294,10 @@ class OneDiffConfig(PreTrainedConfig):
         return _resolve_layer(self.vision_feature_layer, self.vision_config.num_hidden_layers, "vision_feature_layer")
 
     def num_image_tokens(self, image_height: int, image_width: int | None = None) -> int:
-        """Image tokens per image for a processed image of this size (patch grid after pooling)."""
+        """Image tokens per image for a processed image of this size (patch grid after pooling; 0 with
+        `use_image_tokens=False`)."""
+        if not self.use_image_tokens:
+            return 0
         image_width = image_height if image_width is None else image_width
         patch, pool = self.vision_config.patch_size, self.image_token_pooling
         return -(-(image_height // patch) // pool) * -(-(image_width // patch) // pool)

@@ -140,14 +140,19 @@ class OneDiffVisualOutput(BaseModelOutputWithPooling):
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 2, sequence_length, vision_hidden_size)`):
         The vision tower's last hidden state of the before and the after image of each pair.
     pooler_output (`torch.FloatTensor` of shape `(batch_size, 2 * num_image_tokens, hidden_size)`):
-        Projected image tokens of the before image followed by those of the after image.
+        Projected image tokens of the before image followed by those of the after image (`None` with
+        `use_image_tokens=False`).
     hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`):
         The vision tower's hidden states (embeddings, then every layer), each of shape
         `(batch_size, 2, sequence_length, vision_hidden_size)`.
     attentions (`tuple(torch.FloatTensor)`, returned with `output_attentions=True`):
         The vision tower's attention maps, each of shape `(batch_size, 2, num_heads, sequence_length, sequence_length)`.
-    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_queries, hidden_size)`):
-        Projected output of the Visual Delta Module.
+    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_tokens, hidden_size)`):
+        The delta tokens: the projected output of the Visual Delta Module, or with `delta_change_fields` the
+        embeddings of the values its change heads chose.
+    change_logits (`tuple(torch.FloatTensor)`, *optional*):
+        With `delta_change_fields`, one tensor per field of shape `(batch_size, num_values + 1)`: the change heads'
+        scores of the field's values, the last one meaning "absent".
     difference_features (`torch.FloatTensor` of shape `(batch_size, num_delta_layers, num_patches, delta_hidden_size)`):
         The B-A context features the delta module saw (`None` when `delta_use_difference=False`).
     delta_cross_attentions (`tuple(torch.FloatTensor)`, returned with `output_attentions=True`):
@@ -159,6 +164,7 @@ class OneDiffVisualOutput(BaseModelOutputWithPooling):
     """
 
     delta_hidden_states: torch.FloatTensor | None = None
+    change_logits: tuple[torch.FloatTensor, ...] | None = None
     difference_features: torch.FloatTensor | None = None
     delta_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     delta_context_patches: torch.LongTensor | None = None
@@ -527,6 +533,57 @@ class OneDiffMultiModalProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
+class OneDiffChangeHeads(nn.Module):
+    """
+    The discrete bottleneck of `delta_change_fields`: what changed, as one chosen value per field.
+
+    Field k's classifier reads delta query k and scores the field's values plus "absent" (last). Delta token k is the
+    embedding of the chosen value (`value_embeddings`, one row per value of every field), so the language model reads
+    a few word-like tokens that fix the change and cannot phrase something the heads did not decide.
+    """
+
+    def __init__(self, config: OneDiffConfig):
+        super().__init__()
+        self.fields = list(config.delta_change_fields)
+        self.num_classes = [len(values) + 1 for values in config.delta_change_fields.values()]  # + absent
+        self.offsets = [sum(self.num_classes[:k]) for k in range(len(self.num_classes))]
+        self.classifiers = nn.ModuleList(nn.Linear(config.delta_hidden_size, n) for n in self.num_classes)
+        self.value_embeddings = nn.Embedding(sum(self.num_classes), config.text_config.hidden_size)
+
+    def forward(self, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per field, the scores `(batch_size, num_values + 1)` read from its delta query."""
+        return tuple(classifier(queries[:, k]) for k, classifier in enumerate(self.classifiers))
+
+    def choose(self, logits: tuple[torch.Tensor, ...]) -> torch.LongTensor:
+        """The highest-scoring class of every field: `(batch_size, num_fields)`."""
+        return torch.stack([scores.argmax(-1) for scores in logits], dim=1)
+
+    def embed(self, classes: torch.LongTensor) -> torch.Tensor:
+        """The delta tokens `(batch_size, num_fields, hidden_size)` of chosen classes `(batch_size, num_fields)`."""
+        if classes.ndim != 2 or classes.shape[1] != len(self.fields):
+            raise ValueError(
+                f"`change_labels` must have shape (batch_size, {len(self.fields)}), got {tuple(classes.shape)}"
+            )
+        limits = torch.tensor(self.num_classes, device=classes.device)
+        if (classes < 0).any() or (classes >= limits).any():
+            raise ValueError(
+                f"`change_labels` holds a class outside its field's values; classes per field (absent last): "
+                f"{self.num_classes}"
+            )
+        offsets = torch.tensor(self.offsets, device=classes.device)
+        return self.value_embeddings(classes + offsets)
+
+    @torch.no_grad()
+    def init_value_embeddings(self, input_embeddings: nn.Embedding, tokenizer, values: dict[str, list[str]]) -> None:
+        """Starts every value's embedding at the language model's mean input embedding of its words ("color_cast"
+        -> " color cast"), and "absent" at that of " none", so the language model first reads them as those words."""
+        weight = input_embeddings.weight
+        for offset, names in zip(self.offsets, values.values()):
+            for index, word in enumerate([*names, "none"]):
+                ids = tokenizer(" " + word.replace("_", " "), add_special_tokens=False)["input_ids"]
+                self.value_embeddings.weight[offset + index] = weight[ids].float().mean(0).to(weight.dtype)
+
+
 class OneDiffPreTrainedModel(PreTrainedModel):
     config: OneDiffConfig
     base_model_prefix = "model"
@@ -572,11 +629,16 @@ class OneDiffModel(OneDiffPreTrainedModel):
     def __init__(self, config: OneDiffConfig):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
-        self.image_projector = OneDiffMultiModalProjector(config.vision_config.hidden_size, config)
-        self.delta_module = self.delta_projector = None  # use_delta_module=False: the image-tokens-only ablation
+        self.image_projector = None  # use_image_tokens=False: the language model reads the delta tokens alone
+        if config.use_image_tokens:
+            self.image_projector = OneDiffMultiModalProjector(config.vision_config.hidden_size, config)
+        self.delta_module = self.delta_projector = self.change_heads = None  # use_delta_module=False: images only
         if config.use_delta_module:
             self.delta_module = OneDiffVisualDeltaModule(config)
-            self.delta_projector = OneDiffMultiModalProjector(config.delta_hidden_size, config)
+            if config.delta_change_fields:
+                self.change_heads = OneDiffChangeHeads(config)
+            else:
+                self.delta_projector = OneDiffMultiModalProjector(config.delta_hidden_size, config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.freeze_unused_vision_parameters()
         self.post_init()
@@ -591,7 +653,8 @@ class OneDiffModel(OneDiffPreTrainedModel):
         """Freezes the vision layers after the deepest one OneDiff reads, and the tower's output norms and heads."""
         config = self.config
         delta_layers = config.resolved_delta_feature_layers if config.use_delta_module else []
-        deepest = max([config.resolved_vision_feature_layer, *delta_layers])
+        image_layers = [config.resolved_vision_feature_layer] if config.use_image_tokens else []
+        deepest = max([*image_layers, *delta_layers])
         num_layers = config.vision_config.num_hidden_layers
         layer_lists = [
             (name, module)
@@ -647,6 +710,7 @@ class OneDiffModel(OneDiffPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         output_delta_attentions: bool = False,
+        change_labels: torch.LongTensor | None = None,
     ) -> OneDiffVisualOutput:
         if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
             raise ValueError(
@@ -673,13 +737,15 @@ class OneDiffModel(OneDiffPreTrainedModel):
         def patches(layer: int) -> torch.Tensor:  # (B, 2, N, Dv)
             return per_pair(hidden_states[layer][:, num_prefix:])
 
-        image_features = patches(self.config.resolved_vision_feature_layer).flatten(0, 1)  # (2B, N, Dv)
-        pool = self.config.image_token_pooling
-        if pool > 1:
-            grid = image_features.transpose(1, 2).unflatten(2, (grid_height, grid_width))  # (2B, Dv, h, w)
-            grid = F.avg_pool2d(grid, kernel_size=pool, stride=pool, ceil_mode=True)
-            image_features = grid.flatten(2).transpose(1, 2)  # (2B, N', Dv)
-        image_embeds = self.image_projector(image_features).unflatten(0, (batch_size, 2)).flatten(1, 2)
+        image_embeds = None
+        if self.image_projector is not None:
+            image_features = patches(self.config.resolved_vision_feature_layer).flatten(0, 1)  # (2B, N, Dv)
+            pool = self.config.image_token_pooling
+            if pool > 1:
+                grid = image_features.transpose(1, 2).unflatten(2, (grid_height, grid_width))  # (2B, Dv, h, w)
+                grid = F.avg_pool2d(grid, kernel_size=pool, stride=pool, ceil_mode=True)
+                image_features = grid.flatten(2).transpose(1, 2)  # (2B, N', Dv)
+            image_embeds = self.image_projector(image_features).unflatten(0, (batch_size, 2)).flatten(1, 2)
 
         visual = OneDiffVisualOutput(
             last_hidden_state=per_pair(vision_outputs.last_hidden_state),
@@ -695,7 +761,14 @@ class OneDiffModel(OneDiffPreTrainedModel):
                 output_attentions=output_delta_attentions,
                 patch_grid=(grid_height, grid_width),
             )
-            visual.delta_hidden_states = self.delta_projector(delta_outputs.last_hidden_state)
+            if self.change_heads is not None:
+                visual.change_logits = self.change_heads(delta_outputs.last_hidden_state)
+                # training the language model to phrase the true change (`change_labels`) keeps it faithful to the
+                # tokens: it never learns to second-guess them
+                chosen = change_labels if change_labels is not None else self.change_heads.choose(visual.change_logits)
+                visual.delta_hidden_states = self.change_heads.embed(chosen)
+            else:
+                visual.delta_hidden_states = self.delta_projector(delta_outputs.last_hidden_state)
             visual.difference_features = delta_outputs.difference_features
             visual.delta_cross_attentions = delta_outputs.cross_attentions
             visual.delta_context_patches = delta_outputs.context_patches
@@ -742,6 +815,7 @@ class OneDiffModel(OneDiffPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        change_labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | OneDiffModelOutputWithPast:
         r"""
@@ -750,20 +824,41 @@ class OneDiffModel(OneDiffPreTrainedModel):
             ordinary text (as LLaVA does): later generation steps, assistant models and text-only use.
         cache (`Cache`, *optional*):
             The KV cache (`past_key_values` up to transformers 5.23, still accepted).
+        change_labels (`torch.LongTensor` of shape `(batch_size, num_change_fields)`, *optional*):
+            With `delta_change_fields`: the true class of every field (index into the field's values, the last index
+            meaning "absent"), embedded as the delta tokens instead of the change heads' choice. For training the
+            language model to phrase a given change; without `pixel_values` (and with `use_image_tokens=False`) no
+            image is needed at all.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if change_labels is not None and self.change_heads is None:
+            raise ValueError("`change_labels` needs a model with `delta_change_fields` (change heads)")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
         visual = None
         if pixel_values is not None:
-            visual = self.get_image_features(
+            output_attentions = kwargs.get("output_attentions")
+            output_hidden_states = kwargs.get("output_hidden_states")
+            output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+            if output_hidden_states is None:
+                output_hidden_states = self.config.output_hidden_states
+            visual = self._encode_pairs(
                 pixel_values,
-                output_attentions=kwargs.get("output_attentions"),
-                output_hidden_states=kwargs.get("output_hidden_states"),
-                return_dict=True,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                output_delta_attentions=output_attentions,
+                change_labels=change_labels,
             )
+            inputs_embeds = self.merge_visual_features(input_ids, inputs_embeds, visual)
+        elif change_labels is not None:
+            if self.image_projector is not None:
+                raise ValueError(
+                    "`change_labels` without `pixel_values` leaves the image tokens empty: it needs a model with "
+                    "`use_image_tokens=False`"
+                )
+            visual = OneDiffVisualOutput(delta_hidden_states=self.change_heads.embed(change_labels))
             inputs_embeds = self.merge_visual_features(input_ids, inputs_embeds, visual)
 
         outputs = self.language_model(
@@ -789,8 +884,11 @@ class OneDiffModel(OneDiffPreTrainedModel):
     ) -> torch.Tensor:
         """`inputs_embeds` with the image features on the image placeholders and the delta features on the delta
         placeholders."""
+        image_features = visual.pooler_output
+        if image_features is None:  # use_image_tokens=False: no image placeholder may remain
+            image_features = inputs_embeds.new_zeros(inputs_embeds.shape[0], 0, inputs_embeds.shape[-1])
         inputs_embeds = self._scatter_features(
-            input_ids, inputs_embeds, visual.pooler_output, self.config.image_token_id, "image"
+            input_ids, inputs_embeds, image_features, self.config.image_token_id, "image"
         )
         if visual.delta_hidden_states is not None:
             inputs_embeds = self._scatter_features(
@@ -961,6 +1059,7 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        change_labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | OneDiffCausalLMOutputWithPast:
         r"""
@@ -971,6 +1070,9 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
             are never scored, whatever `labels` holds there.
         cache (`Cache`, *optional*):
             The KV cache (`past_key_values` up to transformers 5.23, still accepted).
+        change_labels (`torch.LongTensor` of shape `(batch_size, num_change_fields)`, *optional*):
+            With `delta_change_fields`, the true change to phrase instead of the change heads' choice (see
+            `OneDiffModel.forward`).
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -980,6 +1082,7 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            change_labels=change_labels,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -1052,7 +1155,8 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         model.model.vision_tower = vision_model
         model.model.language_model = causal_lm.get_decoder()
         model.lm_head = causal_lm.get_output_embeddings()
-        for new_part in (model.model.delta_module, model.model.image_projector, model.model.delta_projector):
+        new_parts = (model.model.delta_module, model.model.image_projector, model.model.delta_projector)
+        for new_part in (*new_parts, model.model.change_heads):
             if new_part is None:
                 continue
             new_part.to_empty(device=vision_model.device)
@@ -1066,6 +1170,10 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
             model.tie_weights()
         if tokenizer is not None and len(tokenizer) > model.config.text_config.vocab_size:
             model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        if tokenizer is not None and model.model.change_heads is not None:
+            model.model.change_heads.init_value_embeddings(
+                model.get_input_embeddings(), tokenizer, model.config.delta_change_fields
+            )
         model.generation_config.pad_token_id = getattr(tokenizer, "pad_token_id", None) or text_config.pad_token_id
         if tokenizer is not None and tokenizer.eos_token_id is not None:
             model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -1087,6 +1195,7 @@ def load_vision_tower(name_or_path: str | Path, **load_kwargs) -> PreTrainedMode
 
 
 __all__ = [
+    "OneDiffChangeHeads",
     "OneDiffDeltaAttentionMaps",
     "OneDiffForConditionalGeneration",
     "OneDiffModel",

@@ -60,7 +60,10 @@ class OneDiffProcessor(ProcessorMixin):
         tokenizer: the language model's tokenizer, holding the placeholder tokens (see `prepare_tokenizer`).
         patch_size (`int`): patch size of the vision tower.
         image_token_pooling (`int`, defaults to 1): the model's `image_token_pooling`.
-        num_delta_tokens (`int`, defaults to 32): the model's `num_delta_queries`.
+        num_delta_tokens (`int`, defaults to 32): the model's `num_delta_tokens` (its `num_delta_queries`, or the
+            number of `delta_change_fields`).
+        use_image_tokens (`bool`, defaults to `True`): the model's `use_image_tokens`; `False` expands the image
+            placeholders to nothing.
         image_token (`str`, defaults to `"<image>"`), delta_token (`str`, defaults to `"<delta>"`): placeholders.
         chat_template (`str`, *optional*): the language model's chat template (Jinja); defaults to the tokenizer's
             own. Either way image items are rendered as the placeholders (`chat_template_with_image_items`). A
@@ -78,6 +81,7 @@ class OneDiffProcessor(ProcessorMixin):
         patch_size: int | None = None,
         image_token_pooling: int = 1,
         num_delta_tokens: int = 32,
+        use_image_tokens: bool = True,
         image_token: str = "<image>",
         delta_token: str = "<delta>",
         chat_template: str | None = None,
@@ -91,7 +95,10 @@ class OneDiffProcessor(ProcessorMixin):
             raise ValueError(f"`num_delta_tokens` must be a non-negative integer, got {num_delta_tokens!r}")
         self.patch_size = patch_size
         self.image_token_pooling = image_token_pooling
+        if not isinstance(use_image_tokens, bool):
+            raise ValueError(f"`use_image_tokens` must be a bool, got {use_image_tokens!r}")
         self.num_delta_tokens = num_delta_tokens
+        self.use_image_tokens = use_image_tokens
         self.image_token = image_token
         self.delta_token = delta_token
         if tokenizer is not None:
@@ -146,7 +153,8 @@ class OneDiffProcessor(ProcessorMixin):
         if config is not None:
             kwargs.setdefault("patch_size", config.vision_config.patch_size)
             kwargs.setdefault("image_token_pooling", config.image_token_pooling)
-            kwargs.setdefault("num_delta_tokens", config.num_delta_queries if config.use_delta_module else 0)
+            kwargs.setdefault("num_delta_tokens", config.num_delta_tokens)
+            kwargs.setdefault("use_image_tokens", config.use_image_tokens)
         else:
             vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
             vision_config = getattr(vision_config, "vision_config", None) or vision_config
@@ -163,7 +171,10 @@ class OneDiffProcessor(ProcessorMixin):
         return processor
 
     def num_image_tokens(self, height: int, width: int) -> int:
-        """Image tokens per image for processed images of this size (patch grid after pooling)."""
+        """Image tokens per image for processed images of this size (patch grid after pooling; 0 without image
+        tokens)."""
+        if not self.use_image_tokens:
+            return 0
         pool = self.image_token_pooling
         return -(-(height // self.patch_size) // pool) * -(-(width // self.patch_size) // pool)
 
@@ -243,7 +254,7 @@ class OneDiffProcessor(ProcessorMixin):
                 raise ValueError(f"Got {len(pairs)} image pairs but {len(texts)} prompts; give one prompt per pair")
             pixel_values = self._process_images(pairs, output_kwargs["images_kwargs"])
             num_image_tokens = self.num_image_tokens(*pixel_values.shape[-2:])
-            expanded = [self._expand_placeholders(i, prompt, num_image_tokens) for i, prompt in enumerate(texts)]
+            expanded = [self.expand_placeholders(prompt, num_image_tokens, i) for i, prompt in enumerate(texts)]
             data["pixel_values"] = pixel_values
 
         try:
@@ -308,7 +319,9 @@ class OneDiffProcessor(ProcessorMixin):
             pixel_values = torch.stack([torch.as_tensor(np.asarray(p)) for p in pixel_values])
         return pixel_values.unflatten(0, (len(pairs), 2))  # (B, 2, C, H, W)
 
-    def _expand_placeholders(self, index: int, prompt: str, num_image_tokens: int) -> str:
+    def expand_placeholders(self, prompt: str, num_image_tokens: int, index: int = 0) -> str:
+        """`prompt` with each `<image>` repeated `num_image_tokens` times and `<delta>` `num_delta_tokens` times
+        (`image_block` first if it names neither); `index` names the prompt in errors."""
         n_image, n_delta = prompt.count(self.image_token), prompt.count(self.delta_token)
         if (n_image, n_delta) == (0, 0):
             prompt = self.image_block + prompt

@@ -139,7 +139,8 @@ def tiny_processor(config: OneDiffConfig, pair: str = "clip-llama", tokenizer=No
         tokenizer=tokenizer or tiny_tokenizer(),
         patch_size=config.vision_config.patch_size,
         image_token_pooling=config.image_token_pooling,
-        num_delta_tokens=config.num_delta_queries if config.use_delta_module else 0,
+        num_delta_tokens=config.num_delta_tokens,
+        use_image_tokens=config.use_image_tokens,
     )
 
 

@@ -1,0 +1,145 @@
+"""`delta_change_fields`: the discrete bottleneck between the delta module and the language model, and
+`use_image_tokens=False` (the language model reads the delta tokens alone)."""
+
+import pytest
+import torch
+from test_from_towers import save_towers
+from transformers import pipeline
+
+from modeling_onediff import OneDiffConfig, OneDiffForConditionalGeneration, OneDiffProcessor
+from tiny import chat_inputs, random_image, tiny_config, tiny_model_and_processor
+
+FIELDS = {"color": ["red", "blue", "light_gray"], "shape": ["cube", "sphere"], "type": ["add", "color", "none"]}
+OFFSETS = torch.tensor([0, 4, 7])  # each field's first row in the value table: 3 + 1, 2 + 1, 3 + 1 classes
+
+
+def bottleneck_model(**overrides):
+    return tiny_model_and_processor(delta_change_fields=FIELDS, use_image_tokens=False, **overrides)
+
+
+def pairs(n: int, offset: int = 0):
+    return [(random_image(offset + 2 * i), random_image(offset + 2 * i + 1)) for i in range(n)]
+
+
+def test_only_the_field_tokens_reach_the_language_model():
+    model, processor = bottleneck_model()
+    assert list(model.config.delta_change_fields) == ["color", "shape", "type"]
+    assert tiny_config(delta_change_fields=dict(reversed(FIELDS.items()))).delta_change_fields == FIELDS  # name order
+    assert model.model.image_projector is None and model.model.delta_projector is None
+    assert not any(name.startswith(("model.image_projector", "model.delta_projector")) for name in model.state_dict())
+    batch = chat_inputs(processor, pairs(2))
+    ids = batch["input_ids"]
+    assert not (ids == model.config.image_token_id).any()
+    assert ((ids == model.config.delta_token_id).sum(1) == len(FIELDS)).all()
+
+    outputs = model(**batch)
+    visual = outputs.image_outputs
+    assert [tuple(s.shape) for s in visual.change_logits] == [(2, len(v) + 1) for v in FIELDS.values()]
+    chosen = torch.stack([scores.argmax(-1) for scores in visual.change_logits], dim=1)
+    torch.testing.assert_close(visual.delta_hidden_states, model.model.change_heads.embed(chosen))
+    # delta token k is row offset_k + class_k of the value table
+    torch.testing.assert_close(
+        visual.delta_hidden_states, model.model.change_heads.value_embeddings.weight[chosen + OFFSETS]
+    )
+
+
+def test_the_caption_depends_on_the_images_only_through_the_chosen_values():
+    model, processor = bottleneck_model()
+    first, second = chat_inputs(processor, pairs(1)), chat_inputs(processor, pairs(1, offset=10))
+    labels = torch.tensor([[1, 0, 1]])
+    with torch.no_grad():
+        forced = [model(**batch, change_labels=labels).logits for batch in (first, second)]
+        text_only = model(input_ids=first["input_ids"], attention_mask=first["attention_mask"], change_labels=labels)
+        other_change = model(**first, change_labels=torch.tensor([[3, 2, 3]])).logits
+    torch.testing.assert_close(forced[0], forced[1])  # the same change, whatever the pixels
+    torch.testing.assert_close(forced[0], text_only.logits)  # so no image is needed to train the phrasing
+    assert not torch.allclose(forced[0][:, -1], other_change[:, -1])  # and the language model reads the tokens
+
+
+def test_change_heads_learn_and_the_value_table_gets_the_language_models_gradient():
+    model, processor = bottleneck_model()
+    model.train()
+    batch = chat_inputs(processor, pairs(2))
+    labels = torch.tensor([[0, 2, 0], [3, 1, 2]])
+    outputs = model(**batch, change_labels=labels, labels=batch["input_ids"])
+    heads = model.model.change_heads
+    change_loss = sum(
+        torch.nn.functional.cross_entropy(scores, labels[:, k])
+        for k, scores in enumerate(outputs.image_outputs.change_logits)
+    )
+    (outputs.loss + change_loss).backward()
+    assert heads.classifiers[0].weight.grad.abs().sum() > 0
+    assert model.model.delta_module.queries.grad.abs().sum() > 0
+    used = labels + OFFSETS
+    grad = heads.value_embeddings.weight.grad
+    assert (grad[used.flatten()].abs().sum(-1) > 0).all()
+    unused = sorted(set(range(grad.shape[0])) - set(used.flatten().tolist()))
+    assert (grad[unused] == 0).all()
+
+
+def test_bad_change_labels_and_configs_are_clear_errors():
+    model, processor = bottleneck_model()
+    batch = chat_inputs(processor, pairs(1))
+    with pytest.raises(ValueError, match="shape"):
+        model(**batch, change_labels=torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match="outside its field"):
+        model(**batch, change_labels=torch.tensor([[0, 4, 0]]))  # color has 3 values + absent: 0..3
+    plain, plain_processor = tiny_model_and_processor()
+    with pytest.raises(ValueError, match="needs a model with `delta_change_fields`"):
+        plain(**chat_inputs(plain_processor, pairs(1)), change_labels=torch.tensor([[0, 0, 0]]))
+    with_images, images_processor = tiny_model_and_processor(delta_change_fields=FIELDS)
+    text = chat_inputs(images_processor, pairs(1))
+    with pytest.raises(ValueError, match="use_image_tokens=False"):
+        with_images(input_ids=text["input_ids"], change_labels=torch.tensor([[0, 0, 0]]))
+    # image tokens given to a model that has none
+    with pytest.raises(ValueError, match="Image features and image tokens do not match"):
+        model(**text)
+
+    with pytest.raises(ValueError, match="distinct strings"):
+        tiny_config(delta_change_fields={"type": ["add", "add"]})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        tiny_config(delta_change_fields=["type"])
+    with pytest.raises(ValueError, match="need as many delta queries"):
+        tiny_config(delta_change_fields={f"f{i}": ["a"] for i in range(5)})  # 4 queries
+    with pytest.raises(ValueError, match="needs the delta module"):
+        tiny_config(delta_change_fields=FIELDS, use_delta_module=False)
+    with pytest.raises(ValueError, match="would see nothing"):
+        tiny_config(use_image_tokens=False, use_delta_module=False)
+
+
+def test_round_trip_generation_and_pipeline(tmp_path):
+    model, processor = bottleneck_model()
+    batch = chat_inputs(processor, pairs(2))
+    expected = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    uncached = model.generate(**batch, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(expected, uncached)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded = OneDiffForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert reloaded.config.delta_change_fields == FIELDS and reloaded.config.use_image_tokens is False
+    assert torch.equal(reloaded.generate(**batch, max_new_tokens=6, do_sample=False), expected)
+    reloaded_processor = OneDiffProcessor.from_pretrained(tmp_path)
+    assert (reloaded_processor.num_delta_tokens, reloaded_processor.use_image_tokens) == (3, False)
+
+    captioner = pipeline("image-difference-captioning", model=str(tmp_path), trust_remote_code=True)
+    before, after = pairs(1)[0]
+    result = captioner({"before": before, "after": after}, max_new_tokens=4, return_change_map=True)
+    assert isinstance(result["generated_text"], str) and result["change_map"].shape == (4, 4)
+
+
+def test_towers_assembly_starts_each_value_at_its_words_embedding(tmp_path):
+    save_towers(tmp_path, "clip-llama")
+    model = OneDiffForConditionalGeneration.from_vision_text_pretrained(
+        tmp_path / "vision",
+        tmp_path / "text",
+        num_delta_queries=4,
+        delta_num_hidden_layers=2,
+        delta_change_fields=FIELDS,
+        use_image_tokens=False,
+    )
+    processor = OneDiffProcessor.from_vision_text_pretrained(tmp_path / "vision", tmp_path / "text", model.config)
+    assert isinstance(model.config, OneDiffConfig) and processor.num_delta_tokens == 3
+    table, words = model.model.change_heads.value_embeddings.weight, model.get_input_embeddings().weight
+    for row, word in [(2, " light gray"), (3, " none"), (5, " sphere"), (10, " none")]:
+        ids = processor.tokenizer(word, add_special_tokens=False)["input_ids"]
+        torch.testing.assert_close(table[row], words[ids].mean(0))
