@@ -100,12 +100,12 @@ class OneDiffConfig(PreTrainedConfig):
         delta_change_fields (`dict[str, list[str]]`, *optional*):
             A discrete bottleneck between the delta module and the language model, for models trained on changes with
             known structure (the package's generated pairs): field name -> its values, e.g. `{"type": ["add", "drop",
-            ...], "color": ["red", ...]}`, kept in name order. Field k (in that order) gets a classifier on delta query k that picks one of its values or
-            "absent" (the change has no such field), and delta token k becomes the learned embedding of that choice
-            (initialised from the language model's embedding of the value's words). The language model then reads the
-            change as a handful of word-like tokens and only has to phrase it, so its caption says what the delta
-            module decided; the delta projector is not built. `None` (the default): the paper's continuous delta
-            tokens, one per query.
+            ...], "color": ["red", ...]}`, kept in name order. Field k (in that order) gets a classifier on delta
+            query k that picks one of its values or "absent" (the change has no such field), and delta token k
+            becomes the learned embedding of that choice (initialised from the language model's embedding of the
+            value's words). The language model then reads the change as a handful of word-like tokens and only has
+            to phrase it, so its caption says what the delta module decided; the delta projector is not built.
+            `None` (the default): the paper's continuous delta tokens, one per query.
         use_image_tokens (`bool`, *optional*, defaults to `True`):
             Gives the language model both images' (pooled) patch tokens beside the delta tokens. `False` leaves only
             the delta tokens (no image projector): a much shorter sequence, for models whose delta tokens carry the

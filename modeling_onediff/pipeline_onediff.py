@@ -62,7 +62,9 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
     plus on request:
 
     - `return_change_probability=True`: `"change_probability"`, how sure the model is that anything changed: one
-      minus the probability the language model gives the "no change" answers (`no_change_answers`) after the prompt.
+      minus the probability the language model gives the "no change" answers (`no_change_answers`) after the prompt;
+      for a model with change heads (`delta_change_fields` with a `type` field that has a `none` value), one minus
+      the probability its type head gives "none", the decision its caption phrases.
     - `change_threshold=p`: pairs whose change probability is below `p` are not captioned; their `generated_text` is
       "no change" (implies `return_change_probability`).
     - `return_change_map=True`: `"change_map"`, where the Visual Delta Module looked (a patch-grid array summing to
@@ -147,6 +149,13 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         model_inputs["after_size"] = torch.tensor([images[1].size])  # (1, 2): width, height, for the change box
         return model_inputs
 
+    def _no_change_type(self) -> tuple[int, int] | None:
+        """With change heads whose `type` field has a `none` value: that field's index and the value's."""
+        fields = getattr(self.model.config, "delta_change_fields", None) or {}
+        if "none" not in fields.get("type", ()):
+            return None
+        return list(fields).index("type"), fields["type"].index("none")
+
     def _answer_ids(self, answers: tuple[str, ...]) -> list[list[int]]:
         """Each answer as the model would write it: its tokens, then the end of the turn."""
         end = self.tokenizer.eos_token_id
@@ -177,10 +186,15 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         else:
             generation_inputs = model_inputs
         if no_change_answers:
-            log_probabilities = self.model.answer_log_probabilities(
-                self._answer_ids(no_change_answers), attention_mask=attention_mask, inputs_embeds=inputs_embeds
-            )
-            no_change = log_probabilities.double().exp().sum(-1)  # float64: keeps 1 - p apart from 1 for tiny p
+            no_change_type = self._no_change_type()
+            if no_change_type is not None:
+                field, value = no_change_type
+                no_change = visual.change_logits[field].double().softmax(-1)[:, value]
+            else:
+                log_probabilities = self.model.answer_log_probabilities(
+                    self._answer_ids(no_change_answers), attention_mask=attention_mask, inputs_embeds=inputs_embeds
+                )
+                no_change = log_probabilities.double().exp().sum(-1)  # float64: keeps 1 - p apart from 1 for tiny p
             outputs["change_probability"] = (1.0 - no_change).clamp(0.0, 1.0).cpu()
             if change_threshold is not None:
                 outputs["captioned"] = outputs["change_probability"] >= change_threshold

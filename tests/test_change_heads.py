@@ -143,3 +143,19 @@ def test_towers_assembly_starts_each_value_at_its_words_embedding(tmp_path):
     for row, word in [(2, " light gray"), (3, " none"), (5, " sphere"), (10, " none")]:
         ids = processor.tokenizer(word, add_special_tokens=False)["input_ids"]
         torch.testing.assert_close(table[row], words[ids].mean(0))
+
+
+def test_change_probability_comes_from_the_type_head(tmp_path):
+    model, processor = bottleneck_model()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    captioner = pipeline("image-difference-captioning", model=str(tmp_path), trust_remote_code=True)
+    before, after = pairs(1)[0]
+    result = captioner({"before": before, "after": after}, max_new_tokens=3, return_change_probability=True)
+    with torch.no_grad():
+        type_scores = model(**chat_inputs(processor, [(before, after)])).image_outputs.change_logits[2]
+    expected = 1 - type_scores.double().softmax(-1)[0, 2].item()  # "none" is type value 2
+    assert result["change_probability"] == pytest.approx(expected, abs=1e-6)
+    # below the threshold nothing is generated: the caption is the type head's "no change"
+    unchanged = captioner({"before": before, "after": after}, change_threshold=min(1.0, expected + 1e-3))
+    assert unchanged["generated_text"] == "no change"

@@ -23,8 +23,9 @@ from transformers import pipeline
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from onediff_idc.model_card import push_checkpoint
 from onediff_idc.processing.build import BuildSpec, build
+from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
-from onediff_idc.train.common import COMPLETE_MARKER, NEW_PARTS
+from onediff_idc.train.common import COMPLETE_MARKER, NEW_PARTS, OneDiffCollator, encode_change
 from tiny import random_image, save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -589,3 +590,57 @@ def test_sigkill_at_random_moments_and_mid_save_resumes_to_the_same_weights(work
     a, b = (load_file(p / "model.safetensors") for p in (straight, out / "final"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert losses(out / "log.jsonl") == losses(tmp_path / "straight" / "log.jsonl")  # no step logged twice or lost
+
+
+def test_encode_change_gives_every_field_a_class_and_absent_its_own():
+    fields = {"color": ["red", "blue"], "shape": ["cube"], "type": ["add", "color"]}
+    assert encode_change('{"type": "color", "color": "blue"}', fields) == [1, 1, 1]  # shape absent: class 1
+    assert encode_change({"type": "add", "color": "red", "shape": "cube"}, fields) == [0, 0, 0]
+    with pytest.raises(ValueError, match="lack"):
+        encode_change({"type": "add", "size": "large"}, fields)
+    with pytest.raises(ValueError, match="not one of the model's values"):
+        encode_change({"type": "drop"}, fields)
+
+
+def test_change_bottleneck_heads_then_phrasing_of_the_true_change(workspace, tmp_path):
+    """Delta supervision with `change_bottleneck` turns a checkpoint into the discrete-bottleneck design and trains
+    its own heads; `phrase_true_change` then trains only LoRA and the value embeddings, from the true changes,
+    without reading a pixel."""
+    model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
+    args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "heads"]
+    args += ["--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--num_train_epochs", "6"]
+    args += ["--logging_steps", "1", "--change_bottleneck", "true"]
+    heads = pretrain_delta.main([str(a) for a in args])
+    config = json.loads((heads / "config.json").read_text())
+    assert config["use_image_tokens"] is False and {"type", "color", "direction"} <= set(config["delta_change_fields"])
+    assert OneDiffProcessor.from_pretrained(heads).num_delta_tokens == len(config["delta_change_fields"])
+    train_losses = losses(tmp_path / "heads" / "log.jsonl")
+    assert sum(train_losses[-3:]) < 0.7 * sum(train_losses[:3])
+    untouched, trained = load_file(model / "model.safetensors"), load_file(heads / "model.safetensors")
+    changed = {k.split(".")[1] for k in trained if k not in untouched or not torch.equal(trained[k], untouched[k])}
+    assert changed == {"delta_module", "change_heads"}
+    assert not any(k.startswith(("model.image_projector", "model.delta_projector")) for k in trained)
+
+    # the collator phrases each row's true change: labels instead of pixels
+    processor = OneDiffProcessor.from_pretrained(heads)
+    rows = [row for row in load_diffcap(workspace / "data", splits=("train",))["train"] if row["change"]][:2]
+    batch = OneDiffCollator(processor, config["delta_change_fields"])(rows)
+    assert "pixel_values" not in batch
+    assert batch["change_labels"].tolist() == [encode_change(r["change"], config["delta_change_fields"]) for r in rows]
+
+    out = tmp_path / "phrasing"
+    extra = ["--model_name_or_path", str(heads), "--phrase_true_change", "true", "--max_steps", "4"]
+    final = sft.main(sft_args(workspace, out, *extra, "--eval_strategy", "no", "--save_steps", "4"))
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["modules_to_save"] == ["value_embeddings"]
+    phrased = load_file(final / "model.safetensors")
+    moved = {k for k in trained if not torch.equal(trained[k], phrased[k])}
+    assert "model.change_heads.value_embeddings.weight" in moved
+    assert not any(
+        k.startswith(("model.delta_module", "model.vision_tower", "model.change_heads.classifiers")) for k in moved
+    )
+    assert any(k.startswith("model.language_model.layers") for k in moved)  # LoRA, merged
+    pipe = pipeline("image-difference-captioning", model=str(final), trust_remote_code=True)
+    assert isinstance(
+        pipe({"before": random_image(1), "after": random_image(2)}, max_new_tokens=3)["generated_text"], str
+    )

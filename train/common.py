@@ -103,7 +103,7 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
 
 
 # What OneDiff adds to its two pretrained towers: stage 1 trains these alone, stage 2 trains them in full beside LoRA
-NEW_PARTS = ("delta_module", "image_projector", "delta_projector")
+NEW_PARTS = ("delta_module", "image_projector", "delta_projector", "change_heads")
 
 
 def present_new_parts(model: OneDiffForConditionalGeneration) -> list[str]:
@@ -132,14 +132,30 @@ def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditiona
     return model, processor
 
 
-def load_pairs(path: str, split: str, max_samples: int | None = None):
-    """A split of a DiffCap dataset with the columns training needs (no image is decoded here)."""
+def encode_change(change: str | dict, change_fields: dict[str, list[str]]) -> list[int]:
+    """A ground-truth change (the `change` column's JSON) as the class of every field of `delta_change_fields`:
+    the index of its value, or the field's "absent" class (one past its values) when the change has no such field."""
+    change = json.loads(change) if isinstance(change, str) else change
+    unknown = sorted(set(change) - set(change_fields))
+    if unknown:
+        raise ValueError(f"The change {change} has field(s) {unknown} the model's `delta_change_fields` lack")
+    classes = []
+    for name, values in change_fields.items():
+        value = change.get(name)
+        if value is not None and str(value) not in values:
+            raise ValueError(f"The change {change}: {name}={value!r} is not one of the model's values {values}")
+        classes.append(len(values) if value is None else values.index(str(value)))
+    return classes
+
+
+def load_pairs(path: str, split: str, max_samples: int | None = None, columns: tuple[str, ...] = ()):
+    """A split of a DiffCap dataset with the columns training needs (and `columns`; no image is decoded here)."""
     dataset = load_diffcap(path, splits=(split,))[split]
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     if len(dataset) == 0:
         raise ValueError(f"Split {split!r} of {path} is empty")
-    return dataset.select_columns(["images", "prompt", "completion"])
+    return dataset.select_columns(["images", "prompt", "completion", *columns])
 
 
 class OneDiffCollator:
@@ -147,10 +163,15 @@ class OneDiffCollator:
 
     Rows become conversations (user: both images + prompt, assistant: completion) and go through TRL's own vision
     collator: prompt left-padded, completion right-padded, loss on the completion (and its end-of-turn) only.
+
+    With `change_fields` (a model's `delta_change_fields`) the batch phrases the true change: `change_labels` from
+    each row's `change` column replace the change heads' choice and the pixels are dropped (a model without image
+    tokens needs none to put a given change into words), so no vision tower runs.
     """
 
-    def __init__(self, processor: OneDiffProcessor):
+    def __init__(self, processor: OneDiffProcessor, change_fields: dict[str, list[str]] | None = None):
         self.collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
+        self.change_fields = change_fields
 
     def __call__(self, rows: list[dict]) -> dict:
         examples = [
@@ -164,7 +185,11 @@ class OneDiffCollator:
         for example in examples:
             if len(example["images"]) != 2:
                 raise ValueError(f"A training pair needs 2 images, got {len(example['images'])}")
-        return self.collator(examples)
+        batch = self.collator(examples)
+        if self.change_fields is not None:
+            del batch["pixel_values"]
+            batch["change_labels"] = torch.tensor([encode_change(row["change"], self.change_fields) for row in rows])
+        return batch
 
 
 def save_final(model, processor: OneDiffProcessor, out: str | Path, training: dict | None = None) -> Path:

@@ -37,6 +37,7 @@ from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.common import (
     ModelArguments,
     RunProgress,
+    encode_change,
     find_resume_checkpoint,
     load_model_and_processor,
     make_accelerator,
@@ -78,6 +79,14 @@ class DeltaTrainingArguments:
             "embedding of field k's value (a word the language model can copy into the caption)"
         },
     )
+    change_bottleneck: bool = field(
+        default=False,
+        metadata={
+            "help": "train the model's own change heads instead of throwaway ones: a checkpoint without them becomes "
+            "one with `delta_change_fields` (the training data's fields and values) and no image tokens, whose "
+            "delta tokens are the embeddings of the values its heads choose (stage 2: sft.py phrase_true_change)"
+        },
+    )
     save_steps: int = field(
         default=0, metadata={"help": "also checkpoint every N steps, mid-epoch (0: at the end of every epoch only)"}
     )
@@ -99,6 +108,10 @@ class DeltaTrainingArguments:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.save_steps < 0:
             raise ValueError(f"`save_steps` must be >= 0, got {self.save_steps}")
+        if self.change_bottleneck and self.word_targets:
+            raise ValueError(
+                "`word_targets` trains the delta projector, which a `change_bottleneck` model does not have"
+            )
 
 
 def change_labels(changes: list[str]) -> tuple[dict[str, list[str]], np.ndarray]:
@@ -143,12 +156,46 @@ class ChangeHeads(nn.Module):
         return [classifier(queries[:, k]) for k, classifier in enumerate(self.classifiers)]
 
     def loss(self, queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Sum over the fields present in the batch of each head's cross-entropy (-100: the pair lacks the field)."""
-        return sum(
-            F.cross_entropy(logits, targets[:, k], ignore_index=-100)
-            for k, logits in enumerate(self(queries))
-            if (targets[:, k] != -100).any()
-        )
+        return fields_loss(self(queries), targets)
+
+
+def fields_loss(logits: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
+    """Sum over the fields present in the batch of each head's cross-entropy (-100: the pair lacks the field)."""
+    return sum(
+        F.cross_entropy(scores, targets[:, k], ignore_index=-100)
+        for k, scores in enumerate(logits)
+        if (targets[:, k] != -100).any()
+    )
+
+
+def with_change_heads(model, processor, change_fields: dict[str, list[str]]) -> tuple:
+    """`model` (and its processor) turned into the `delta_change_fields` design: the same towers and delta module,
+    change heads on the delta queries (fresh, their values' embeddings started at the values' words), no image tokens
+    and no delta projector."""
+    from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+
+    config = model.config.to_dict()
+    config.update(delta_change_fields=change_fields, use_image_tokens=False)
+    config = type(model.config).from_dict(config)
+    torch.manual_seed(0)
+    converted = OneDiffForConditionalGeneration(config)
+    missing, _ = converted.load_state_dict(model.state_dict(), strict=False)
+    if any(not name.startswith("model.change_heads.") for name in missing):
+        raise ValueError(f"Converting to change heads lost weights: {missing}")
+    heads = converted.model.change_heads
+    heads.init_value_embeddings(converted.get_input_embeddings(), processor.tokenizer, config.delta_change_fields)
+    converted.generation_config = model.generation_config
+    converted.model.freeze_unused_vision_parameters()
+    converted_processor = OneDiffProcessor(
+        image_processor=processor.image_processor,
+        tokenizer=processor.tokenizer,
+        patch_size=processor.patch_size,
+        image_token_pooling=processor.image_token_pooling,
+        num_delta_tokens=config.num_delta_tokens,
+        use_image_tokens=False,
+        chat_template=processor.chat_template,
+    )
+    return converted, converted_processor
 
 
 class WordTargets:
@@ -347,9 +394,17 @@ def main(argv: list[str] | None = None) -> Path:
         raise ValueError("pretrain_delta runs in one process (its features are cached): start it with python")
     torch.manual_seed(args.seed)
     model, processor = load_model_and_processor(model_args)
+    if args.change_bottleneck and model.model.change_heads is None:
+        model, processor = with_change_heads(model, processor, vocab)
     model.requires_grad_(False)
     model.model.delta_module.requires_grad_(True)
-    heads = ChangeHeads(vocab, model.config.delta_hidden_size, model.config.num_delta_queries)
+    if model.model.change_heads is not None:  # the model's own heads: they ship with it
+        heads = model.model.change_heads
+        heads.classifiers.requires_grad_(True)
+        vocab = model.config.delta_change_fields
+        labels = np.array([encode_change(change, vocab) for change in train["change"]])  # absent: its own class
+    else:
+        heads = ChangeHeads(vocab, model.config.delta_hidden_size, model.config.num_delta_queries)
     words = None
     if args.word_targets:
         words = WordTargets(vocab, model.get_input_embeddings().weight, processor.tokenizer)
@@ -368,9 +423,8 @@ def main(argv: list[str] | None = None) -> Path:
         evaluation = (eval_features, eval_labels, eval_split["change_type"])
 
     # what learns, as one module: checkpoints hold these (a few MB), not the frozen towers
-    learning = nn.ModuleDict(
-        {"delta_module": model.model.delta_module, "delta_projector": model.model.delta_projector, "heads": heads}
-    )
+    parts = {"delta_module": model.model.delta_module, "delta_projector": model.model.delta_projector, "heads": heads}
+    learning = nn.ModuleDict({name: part for name, part in parts.items() if part is not None})
     trainable = [p for p in learning.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train) / args.per_device_train_batch_size)
@@ -402,7 +456,7 @@ def main(argv: list[str] | None = None) -> Path:
         indices = order[in_epoch * size : (in_epoch + 1) * size]
         queries = delta_queries(model, features, indices)
         targets = label_tensor[indices]
-        loss = heads.loss(queries, targets)
+        loss = fields_loss(heads(queries), targets)
         if words is not None:
             loss = loss + words.loss(model.model.delta_projector(queries), targets)
         accelerator.backward(loss)

@@ -62,6 +62,14 @@ class OneDiffSFTArguments:
         default=0.0,
         metadata={"help": "share of training rows whose task prompt becomes the pipeline's default prompt"},
     )
+    phrase_true_change: bool = field(
+        default=False,
+        metadata={
+            "help": "verbalisation, for a model with `delta_change_fields` and no image tokens: the delta tokens "
+            "hold each row's true change (its `change` column), no image is read, and only LoRA and the value "
+            "embeddings learn, so the language model learns to say exactly what the tokens say"
+        },
+    )
 
     def __post_init__(self):
         if self.dataset_path is None:
@@ -70,6 +78,8 @@ class OneDiffSFTArguments:
             raise ValueError(f"`generic_prompt_fraction` must be in [0, 1], got {self.generic_prompt_fraction!r}")
         if self.freeze_language_model and self.use_peft:
             raise ValueError("`freeze_language_model` and `use_peft` contradict each other: LoRA trains the LM")
+        if self.phrase_true_change and not self.use_peft:
+            raise ValueError("`phrase_true_change` trains LoRA and the value embeddings: set `use_peft: true`")
 
 
 def mix_in_generic_prompt(dataset, fraction: float, seed: int):
@@ -81,6 +91,16 @@ def mix_in_generic_prompt(dataset, fraction: float, seed: int):
     chosen = np.random.default_rng(seed).random(len(dataset)) < fraction
     prompts = [DEFAULT_PROMPT if pick else prompt for pick, prompt in zip(chosen, dataset["prompt"])]
     return dataset.remove_columns("prompt").add_column("prompt", prompts)
+
+
+def with_known_change(dataset):
+    """The rows of `dataset` (None passes) that carry a ground-truth `change`; an error if none does."""
+    if dataset is None:
+        return None
+    kept = dataset.filter(bool, input_columns="change")
+    if len(kept) == 0:
+        raise ValueError("`phrase_true_change` needs rows with a ground-truth `change` (generated pairs); none has one")
+    return kept
 
 
 class JsonLinesCallback(TrainerCallback):
@@ -102,11 +122,14 @@ def parse(argv: list[str] | None) -> tuple[ModelArguments, OneDiffSFTArguments, 
 def main(argv: list[str] | None = None) -> Path:
     model_args, args, config = parse(argv)
     # data problems surface before any model is loaded
-    train = load_pairs(args.dataset_path, args.dataset_train_split, args.max_train_samples)
+    columns = ("change",) if args.phrase_true_change else ()
+    train = load_pairs(args.dataset_path, args.dataset_train_split, args.max_train_samples, columns)
     train = mix_in_generic_prompt(train, args.generic_prompt_fraction, config.seed)
     evaluation = None
     if args.dataset_eval_split:
-        evaluation = load_pairs(args.dataset_path, args.dataset_eval_split, args.max_eval_samples)
+        evaluation = load_pairs(args.dataset_path, args.dataset_eval_split, args.max_eval_samples, columns)
+    if args.phrase_true_change:  # only pairs with a known change can be phrased from it
+        train, evaluation = (with_known_change(split) for split in (train, evaluation))
     resume = config.resume_from_checkpoint
     if resume in ("true", "True", "latest", True):
         resume = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
@@ -119,6 +142,15 @@ def main(argv: list[str] | None = None) -> Path:
 
     model, processor = load_model_and_processor(model_args)
     new_parts = present_new_parts(model)
+    change_fields = None
+    if args.phrase_true_change:
+        change_fields = model.config.delta_change_fields
+        if not change_fields or model.config.use_image_tokens:
+            raise ValueError(
+                "`phrase_true_change` needs a model with `delta_change_fields` and `use_image_tokens: false` "
+                "(train/pretrain_delta.py with `change_bottleneck: true` makes one)"
+            )
+        new_parts = ["value_embeddings"]  # the delta module and its heads were trained before and stay as they are
     peft_config = None
     if args.use_peft:
         model.requires_grad_(False)
@@ -148,7 +180,7 @@ def main(argv: list[str] | None = None) -> Path:
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=processor,
-        data_collator=OneDiffCollator(processor),
+        data_collator=OneDiffCollator(processor, change_fields),
         peft_config=peft_config,
         callbacks=[JsonLinesCallback(config.output_dir)],
     )
