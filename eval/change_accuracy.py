@@ -47,6 +47,29 @@ def change_accuracy(predictions: list[str], changes: list[str | dict]) -> dict:
     }
 
 
+def heads_fidelity(predictions: list[str], chosen: list[dict], changes: list[str | dict]) -> dict:
+    """How faithfully captions phrase the change a model's change heads chose (`delta_change_fields`).
+
+    `heads_accuracy`: share of pairs whose chosen change is exactly the truth; `fidelity`: the captions' change
+    accuracy over the heads' (1.0: the caption loses nothing the heads knew); `agreement`: share of captions that
+    parse to exactly the chosen change, right or wrong.
+    """
+    if not len(predictions) == len(chosen) == len(changes):
+        raise ValueError(f"Got {len(predictions)} captions, {len(chosen)} chosen changes, {len(changes)} truths")
+    if not predictions:
+        raise ValueError("No predictions to score")
+    truths = [_ground_truth(change) for change in changes]
+    heads = sum(c == t for c, t in zip(chosen, truths)) / len(truths)
+    captions = sum(parse_caption(p) == t for p, t in zip(predictions, truths)) / len(truths)
+    return {
+        "heads_accuracy": heads,
+        "caption_accuracy": captions,
+        "fidelity": captions / heads if heads else None,
+        "agreement": sum(parse_caption(p) == c for p, c in zip(predictions, chosen)) / len(chosen),
+        "pairs": len(truths),
+    }
+
+
 def no_change_accuracy(predictions: list[str], is_no_change: list[bool]) -> dict:
     """How often "no change" is said on distractor pairs, and not said on change pairs."""
     if len(predictions) != len(is_no_change):

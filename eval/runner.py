@@ -5,8 +5,9 @@ COCO caption metrics overall, per `source` and per `change_type`; how often "no 
 and not said on change pairs; and, where the data carries ground truth (`change`), change accuracy with per-field
 accuracies. Where pairs are marked changed or unchanged (`change_type`), change detection from the pipeline's
 change probability (AUROC, accuracy at the threshold); where they record `change_regions`, the change maps'
-pointing game and box IoU, beside a random-delta-module baseline (eval/change_detection.py). Writes a JSON file with
-every prediction and prints a Markdown table.
+pointing game and box IoU, beside a random-delta-module baseline (eval/change_detection.py). For a model with change
+heads (`delta_change_fields`), also the heads' own accuracy and the captions' fidelity to them. Writes a JSON file
+with every prediction and prints a Markdown table.
 """
 
 import json
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from onediff_idc.checkpoints import load_pipeline
 from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
 
-from .change_accuracy import change_accuracy, no_change_accuracy
+from .change_accuracy import change_accuracy, heads_fidelity, no_change_accuracy
 from .change_detection import DEFAULT_THRESHOLD, change_detection, localisation
 from .coco import grouped_coco_caption_scores
 
@@ -27,15 +28,22 @@ from .coco import grouped_coco_caption_scores
 def generate_predictions(
     captioner, split, batch_size: int = 8, max_new_tokens: int = 48, progress: bool = True
 ) -> list[dict]:
-    """The pipeline's output (caption and change probability) for every row, greedy, in the row order."""
+    """The pipeline's output (caption, change probability and, with change heads, the chosen change) for every
+    row, greedy, in the row order."""
 
     def pairs():
         for row in split:
             before, after = row["images"]
             yield {"before": before, "after": after, "prompt": row["prompt"]}
 
+    heads = bool(getattr(captioner.model.config, "delta_change_fields", None))
     outputs = captioner(
-        pairs(), batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=False, return_change_probability=True
+        pairs(),
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        return_change_probability=True,
+        **({"return_change_fields": True} if heads else {}),
     )
     bar = tqdm(outputs, total=len(split), desc="captioning", unit="pair", disable=not progress)
     return list(bar)
@@ -51,6 +59,25 @@ def detection_scores(rows: list[dict], probabilities: list[float], threshold: fl
         return change_detection([probabilities[i] for i in known], labels, threshold) if known else None
 
     return {"overall": scores(range(len(rows))), "by_source": {k: scores(v) for k, v in groups.items()}}
+
+
+def fidelity_scores(rows: list[dict], predictions: list[str], chosen: list[dict]) -> dict:
+    """`heads_fidelity` overall, per source and per change type, over the rows with a ground-truth change."""
+    groups = _groups(rows)
+
+    def scores(indices):
+        known = [i for i in indices if rows[i]["change"]]
+        if not known:
+            return None
+        return heads_fidelity(
+            [predictions[i] for i in known], [chosen[i] for i in known], [rows[i]["change"] for i in known]
+        )
+
+    return {
+        "overall": scores(range(len(rows))),
+        "by_source": {k: scores(v) for k, v in groups["by_source"].items()},
+        "by_change_type": {k: scores(v) for k, v in groups["by_change_type"].items()},
+    }
 
 
 def _groups(rows: list[dict]) -> dict[str, dict[str, list[int]]]:
@@ -149,6 +176,20 @@ def markdown_table(results: dict) -> str:
             f"| {name.replace('_', ' ')} | {v['pairs']} | {_pct(v['pointing_game'])} | {_pct(v['mean_iou'])} |"
             for name, v in located.items()
         ]
+    heads = results.get("change_heads") or {}
+    heads = [(k, v) for k, v in {"overall": heads.get("overall"), **heads.get("by_source", {})}.items() if v]
+    if heads:
+        lines += [
+            "",
+            "| change heads | pairs | heads right | captions right | fidelity | caption = heads' change |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for k, v in heads:
+            fidelity = "–" if v["fidelity"] is None else f"{v['fidelity']:.3f}"
+            lines.append(
+                f"| {k} | {v['pairs']} | {_pct(v['heads_accuracy'])} | {_pct(v['caption_accuracy'])} | {fidelity} | "
+                f"{_pct(v['agreement'])} |"
+            )
     no_change = {"overall": results["no_change"]["overall"], **results["no_change"]["by_source"]}
     no_change = [(k, v) for k, v in no_change.items() if v]
     if no_change:
@@ -185,6 +226,8 @@ def run_eval(
     start = time.perf_counter()
     results = score_predictions(rows, predictions)
     results["change_detection"] = detection_scores(rows, probabilities)
+    if outputs and "change_fields" in outputs[0]:
+        results["change_heads"] = fidelity_scores(rows, predictions, [output["change_fields"] for output in outputs])
     metrics_seconds = time.perf_counter() - start
     start = time.perf_counter()
     located = [i for i, row in enumerate(rows) if row["change_regions"]]
@@ -212,8 +255,9 @@ def run_eval(
                 "change_probability": probability,
                 "references": r["references"],
                 "change": r["change"],
+                **({"change_fields": output["change_fields"]} if "change_fields" in output else {}),
             }
-            for r, p, probability in zip(rows, predictions, probabilities)
+            for r, p, probability, output in zip(rows, predictions, probabilities, outputs)
         ],
     }
     if out is not None:

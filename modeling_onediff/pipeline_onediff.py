@@ -6,6 +6,7 @@ pipe([{"before": a, "after": b}, ...], batch_size=8)   # batched, left-padded ge
 pipe(pair, return_change_probability=True)             # + "change_probability": 0.97
 pipe(pair, return_change_map=True)                     # + "change_map" (grid) and "change_box" (pixels)
 pipe(pairs, change_threshold=0.5)                      # pairs judged unchanged are not captioned
+pipe(pair, return_change_fields=True)                  # + "change_fields" (models with change heads)
 """
 
 import copy
@@ -69,6 +70,9 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
       "no change" (implies `return_change_probability`).
     - `return_change_map=True`: `"change_map"`, where the Visual Delta Module looked (a patch-grid array summing to
       1), and `"change_box"`, `[x0, y0, x1, y1]` around its peak in pixels of the *after* image as given.
+    - `return_change_fields=True` (models with `delta_change_fields`): `"change_fields"`, the change its heads chose
+      and its caption phrases, e.g. `{"type": "color", "color": "red", "new_value": "blue", ...}` (absent fields
+      left out).
     """
 
     _load_processor = True
@@ -97,6 +101,7 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         change_threshold=None,
         no_change_answers=None,
         return_change_map=None,
+        return_change_fields=None,
         **kwargs,
     ):
         preprocess_params, generate_params = {}, dict(generate_kwargs or {})
@@ -120,6 +125,10 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
             forward_params["no_change_answers"] = tuple(answers)
         if return_change_map:
             forward_params["return_change_map"] = True
+        if return_change_fields:
+            if not getattr(self.model.config, "delta_change_fields", None):
+                raise ValueError("`return_change_fields` needs a model with change heads (`delta_change_fields`)")
+            forward_params["return_change_fields"] = True
         return preprocess_params, forward_params, {}
 
     def __call__(self, inputs, **kwargs):
@@ -170,12 +179,13 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         no_change_answers=None,
         change_threshold=None,
         return_change_map=False,
+        return_change_fields=False,
     ):
         after_size = model_inputs.pop("after_size")
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs.get("attention_mask")
         batch_size, prompt_length = input_ids.shape
         outputs = {"captioned": torch.ones(batch_size, dtype=torch.bool)}
-        if no_change_answers or return_change_map:
+        if no_change_answers or return_change_map or return_change_fields:
             # one encoding of the batch serves the answer scores, the change map and generation
             inputs_embeds, visual = self.model.embed_pairs(
                 input_ids, model_inputs["pixel_values"], output_delta_attentions=return_change_map
@@ -198,6 +208,8 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
             outputs["change_probability"] = (1.0 - no_change).clamp(0.0, 1.0).cpu()
             if change_threshold is not None:
                 outputs["captioned"] = outputs["change_probability"] >= change_threshold
+        if return_change_fields:
+            outputs["change_classes"] = torch.stack([scores.argmax(-1) for scores in visual.change_logits], 1).cpu()
         if return_change_map:
             outputs["change_map"] = self.model.get_delta_attention_maps(image_outputs=visual).change.float().cpu()
             outputs["after_size"] = after_size
@@ -222,6 +234,12 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         result = {"generated_text": text}
         if "change_probability" in model_outputs:
             result["change_probability"] = float(model_outputs["change_probability"][0])
+        if "change_classes" in model_outputs:
+            fields = self.model.config.delta_change_fields
+            chosen = model_outputs["change_classes"][0].tolist()
+            result["change_fields"] = {
+                name: values[k] for (name, values), k in zip(fields.items(), chosen) if k < len(values)
+            }
         if "change_map" in model_outputs:
             change_map = model_outputs["change_map"][0].numpy()
             result["change_map"] = change_map

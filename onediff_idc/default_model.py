@@ -7,6 +7,7 @@ starts from it; the trained weights that ship with the repository are applied on
 """
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -91,13 +92,13 @@ def setup(install: bool = True, progress: bool = True) -> Path:
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "default_weights"
 SHIPPED = ("adapter_model.safetensors", "adapter_config.json", "new_token_embeddings.safetensors")
+CONFIG_OVERRIDES = "config_overrides.json"  # the trained model's config fields that differ from the base's
 MAX_SHIPPED_BYTES = 50 * 2**20
 
 
 def export_trained(sft_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
     """Turns a stage-2 LoRA run (`<output_dir>/adapter`) into the shipped weights: the adapter (LoRA, delta module,
     projectors) in fp16, the placeholder tokens' embedding rows, and a training summary."""
-    import json
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -118,6 +119,10 @@ def export_trained(sft_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
     processor_dir = dest / "processor"
     shutil.rmtree(processor_dir, ignore_errors=True)
     OneDiffProcessor.from_pretrained(sft_dir / "final").save_pretrained(processor_dir)
+    overrides = config_overrides(sft_dir / "final" / "config.json", assemble_base(progress=False) / "config.json")
+    (dest / CONFIG_OVERRIDES).unlink(missing_ok=True)
+    if overrides:
+        (dest / CONFIG_OVERRIDES).write_text(json.dumps(overrides, indent=1, sort_keys=True) + "\n")
     # the processor's code comes from the installed package when the default model is assembled: a copy here
     # would only drift from it
     (processor_dir / "processing_onediff.py").unlink(missing_ok=True)
@@ -127,6 +132,17 @@ def export_trained(sft_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
             f"The shipped weights take {size / 2**20:.1f} MB, over the {MAX_SHIPPED_BYTES / 2**20:.0f} MB cap"
         )
     return dest
+
+
+def config_overrides(trained: Path, base: Path) -> dict:
+    """The OneDiff fields (not the towers' configs or token ids) in which the trained config.json differs from the
+    base's: what the base needs to become the trained architecture before the adapter goes on."""
+    from modeling_onediff import OneDiffConfig
+
+    fixed = {"vision_config", "text_config", "image_token_id", "delta_token_id"}
+    names = [name for name in OneDiffConfig.__annotations__ if name not in fixed]
+    trained, base = json.loads(trained.read_text()), json.loads(base.read_text())
+    return {name: trained[name] for name in names if name in trained and trained[name] != base.get(name)}
 
 
 def default_model_dir(progress: bool = True) -> Path:
@@ -146,7 +162,9 @@ def default_model_dir(progress: bool = True) -> Path:
         from safetensors.torch import load_file
 
         base = assemble_base(progress=progress)
-        model = OneDiffForConditionalGeneration.from_pretrained(base)
+        overrides_file = WEIGHTS_DIR / CONFIG_OVERRIDES
+        overrides = json.loads(overrides_file.read_text()) if overrides_file.is_file() else {}
+        model = OneDiffForConditionalGeneration.from_pretrained(base, **overrides)
         rows = load_file(WEIGHTS_DIR / "new_token_embeddings.safetensors")["new_rows"]
         with torch.no_grad():
             model.get_input_embeddings().weight[-rows.shape[0] :] = rows.to(model.dtype)

@@ -145,7 +145,14 @@ def test_towers_assembly_starts_each_value_at_its_words_embedding(tmp_path):
         torch.testing.assert_close(table[row], words[ids].mean(0))
 
 
-def test_change_probability_comes_from_the_type_head(tmp_path):
+def tiny_saved(path, **overrides) -> str:
+    model, processor = tiny_model_and_processor(**overrides)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+def test_change_probability_and_fields_come_from_the_heads(tmp_path):
     model, processor = bottleneck_model()
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
@@ -156,6 +163,15 @@ def test_change_probability_comes_from_the_type_head(tmp_path):
         type_scores = model(**chat_inputs(processor, [(before, after)])).image_outputs.change_logits[2]
     expected = 1 - type_scores.double().softmax(-1)[0, 2].item()  # "none" is type value 2
     assert result["change_probability"] == pytest.approx(expected, abs=1e-6)
+    fields = captioner({"before": before, "after": after}, max_new_tokens=2, return_change_fields=True)
+    with torch.no_grad():
+        logits = model(**chat_inputs(processor, [(before, after)])).image_outputs.change_logits
+    chosen = [int(scores.argmax(-1)) for scores in logits]
+    expected_fields = {n: v[k] for (n, v), k in zip(FIELDS.items(), chosen) if k < len(v)}
+    assert fields["change_fields"] == expected_fields
+    plain = pipeline("image-difference-captioning", model=tiny_saved(tmp_path / "plain"), trust_remote_code=True)
+    with pytest.raises(ValueError, match="needs a model with change heads"):
+        plain({"before": before, "after": after}, return_change_fields=True)
     # below the threshold nothing is generated: the caption is the type head's "no change"
     unchanged = captioner({"before": before, "after": after}, change_threshold=min(1.0, expected + 1e-3))
     assert unchanged["generated_text"] == "no change"

@@ -17,6 +17,7 @@ from PIL import Image
 
 from onediff_idc import default_model, towers
 from onediff_idc.processing.phrasing import parse_caption
+from tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -163,3 +164,20 @@ def test_base_without_delta_module_keeps_the_towers_and_drops_the_module(tmp_pat
     prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     input_ids = processor(images=pair, text=prompt, return_tensors="pt")["input_ids"]
     assert processor.delta_token_id not in input_ids and processor.image_token_id in input_ids
+
+
+def test_config_overrides_name_only_the_onediff_fields_that_changed(tmp_path):
+    base = tiny_config().to_dict()
+    trained = tiny_config(
+        delta_change_fields={"type": ["add", "none"]}, use_image_tokens=False, delta_zoom_patches=4
+    ).to_dict()
+    trained["text_config"]["vocab_size"] += 1  # the towers' own configs are never overridden
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "trained.json").write_text(json.dumps(trained))
+    overrides = default_model.config_overrides(tmp_path / "trained.json", tmp_path / "base.json")
+    assert overrides == {
+        "delta_change_fields": {"type": ["add", "none"]},
+        "use_image_tokens": False,
+        "delta_zoom_patches": 4,
+    }
+    assert tiny_config(**overrides).to_dict() == {**base, **overrides}  # applying them gives the trained config

@@ -2,11 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from onediff_idc.cli import main
+from onediff_idc.eval.change_accuracy import heads_fidelity
 from onediff_idc.eval.runner import markdown_table, score_predictions
 from onediff_idc.processing.build import BuildSpec, build
+from onediff_idc.processing.phrasing import parse_caption, write_references
 from tiny import tiny_model_and_processor
 
 
@@ -136,3 +139,51 @@ def test_card_numbers_come_from_the_eval_report(model_and_data, tmp_path, capsys
     assert main(["card", str(export)]) == 0
     assert ModelCard.load(export / "README.md").data.eval_results is None  # no report: no numbers, and it says so
     assert "Not evaluated yet" in (export / "README.md").read_text()
+
+
+def phrase(change: dict) -> str:
+    return write_references(change, np.random.default_rng(0), 1)[0]
+
+
+def test_heads_fidelity_counts_what_the_captions_lose():
+    truths = [{"type": "add", "color": "red"}, {"type": "none"}, {"type": "blur"}, {"type": "flip", "axis": "vertical"}]
+    chosen = [
+        {"type": "add", "color": "red"},
+        {"type": "none"},
+        {"type": "blur"},
+        {"type": "flip", "axis": "horizontal"},
+    ]
+    captions = [
+        "drop",  # heads right, caption unparseable: lost
+        phrase({"type": "none"}),  # right and faithful
+        phrase({"type": "blur", "strength": "strong"}),  # says more than the heads: wrong
+        phrase({"type": "flip", "axis": "horizontal"}),  # faithful to a wrong choice
+    ]
+    assert parse_caption(captions[1]) == {"type": "none"}
+    scores = heads_fidelity(captions, chosen, [json.dumps(t) for t in truths])
+    assert scores == {
+        "heads_accuracy": 0.75,
+        "caption_accuracy": 0.25,
+        "fidelity": pytest.approx(1 / 3),
+        "agreement": 0.5,
+        "pairs": 4,
+    }
+
+
+def test_eval_of_a_model_with_change_heads_reports_their_fidelity(model_and_data, capsys):
+    from onediff_idc.processing.schema import load_diffcap
+    from onediff_idc.train.pretrain_delta import change_labels
+
+    vocab, _ = change_labels([c for c in load_diffcap(model_and_data / "data")["test"]["change"] if c])
+    model, processor = tiny_model_and_processor(delta_change_fields=vocab, use_image_tokens=False, num_delta_queries=12)
+    model.save_pretrained(model_and_data / "heads-model")
+    processor.save_pretrained(model_and_data / "heads-model")
+    out = model_and_data / "heads-results.json"
+    argv = ["eval", "--model", str(model_and_data / "heads-model"), "--data", str(model_and_data / "data")]
+    assert main([*argv, "--out", str(out), "--batch-size", "4", "--max-new-tokens", "4"]) == 0
+    assert "| change heads |" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    heads = results["change_heads"]["overall"]
+    assert heads["pairs"] == 12 and 0 <= heads["heads_accuracy"] <= 1 and 0 <= heads["agreement"] <= 1
+    assert set(results["change_heads"]["by_source"]) == {"scene-change", "photo-edit"}
+    assert all(set(p["change_fields"]) <= set(vocab) for p in results["predictions"])

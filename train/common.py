@@ -40,7 +40,10 @@ class ModelArguments:
     )
     model_config_overrides: dict = field(
         default_factory=dict,
-        metadata={"help": "OneDiffConfig fields when assembling from towers, e.g. {num_delta_queries: 32}"},
+        metadata={
+            "help": "OneDiffConfig fields to set, e.g. {delta_zoom_patches: 16}: when assembling from towers, or on "
+            "a checkpoint (parameters the change adds start fresh)"
+        },
     )
     model_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
     chat_template_file: str | None = field(
@@ -114,8 +117,13 @@ def present_new_parts(model: OneDiffForConditionalGeneration) -> list[str]:
 def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditionalGeneration, OneDiffProcessor]:
     dtype = DTYPES[args.model_dtype]
     if args.model_name_or_path is not None:
-        model = OneDiffForConditionalGeneration.from_pretrained(args.model_name_or_path, dtype=dtype)
-        processor = OneDiffProcessor.from_pretrained(args.model_name_or_path)
+        overrides = args.model_config_overrides
+        model = OneDiffForConditionalGeneration.from_pretrained(args.model_name_or_path, dtype=dtype, **overrides)
+        token_counts = {}
+        if overrides:  # the processor's token counts follow the overridden config
+            token_counts = {"num_delta_tokens": model.config.num_delta_tokens}
+            token_counts["use_image_tokens"] = model.config.use_image_tokens
+        processor = OneDiffProcessor.from_pretrained(args.model_name_or_path, **token_counts)
     else:
         model = OneDiffForConditionalGeneration.from_vision_text_pretrained(
             args.vision_model_name_or_path, args.text_model_name_or_path, dtype=dtype, **args.model_config_overrides

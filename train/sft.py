@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from peft import LoraConfig
+from peft import LoraConfig, get_peft_model
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
@@ -150,7 +150,6 @@ def main(argv: list[str] | None = None) -> Path:
                 "`phrase_true_change` needs a model with `delta_change_fields` and `use_image_tokens: false` "
                 "(train/pretrain_delta.py with `change_bottleneck: true` makes one)"
             )
-        new_parts = ["value_embeddings"]  # the delta module and its heads were trained before and stay as they are
     peft_config = None
     if args.use_peft:
         model.requires_grad_(False)
@@ -171,6 +170,14 @@ def main(argv: list[str] | None = None) -> Path:
     elif not args.train_vision_tower:
         model.model.vision_tower.requires_grad_(False)
     model.model.freeze_unused_vision_parameters()
+    if args.phrase_true_change:
+        # the adapter carries the delta module and the heads (it is everything trained on top of the base), but
+        # they were trained before and stay as they are: only LoRA and the value embeddings learn the phrasing
+        model = get_peft_model(model, peft_config)
+        for name, parameter in model.named_parameters():
+            if "modules_to_save" in name and "value_embeddings" not in name:
+                parameter.requires_grad_(False)
+        peft_config = None
 
     # the Trainer would push what it saves (with LoRA: the adapter alone); the merged final/ is pushed below instead
     push_final, config.push_to_hub = config.push_to_hub, False
