@@ -323,6 +323,25 @@ def test_the_default_models_recipes_parse_chain_and_are_listed_in_order_in_the_r
     assert "bash train/configs/default/curves.sh" in readme
 
 
+def test_the_next_default_models_recipes_parse_and_chain(tmp_path, monkeypatch):
+    """train/configs/default-v2/: the change-bottleneck design, heads (pretrain_delta) then phrasing (sft)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    heads_recipe, phrase_recipe = CONFIGS / "default-v2" / "heads.yaml", CONFIGS / "default-v2" / "phrase.yaml"
+    for recipe in (heads_recipe, phrase_recipe):
+        start = Path(os.path.expanduser(yaml.safe_load(recipe.read_text())["model_name_or_path"]))
+        start.mkdir(parents=True, exist_ok=True)
+        (start / "config.json").write_text("{}")
+    heads_model, heads_args = pretrain_delta.parse(["--config", str(heads_recipe)])
+    assert heads_model.model_name_or_path.endswith("default-base") and heads_args.change_bottleneck
+    assert heads_model.model_config_overrides["delta_zoom_patches"] == 16
+    phrase_model, phrase_args, phrase_config = sft.parse(["--config", str(phrase_recipe)])
+    assert phrase_model.model_name_or_path == f"{heads_args.output_dir}/final" and phrase_args.phrase_true_change
+    readme = (REPO / "README.md").read_text()
+    assert "--config train/configs/default-v2/heads.yaml" in readme
+    assert "--config train/configs/default-v2/phrase.yaml" in readme
+
+
 def test_sft_loss_falls_when_overfitting_a_fixed_batch(workspace, tmp_path):
     out = tmp_path / "overfit"
     argv = sft_args(workspace, out, "--use_peft", "false", "--max_train_samples", "2", "--max_steps", "25")
