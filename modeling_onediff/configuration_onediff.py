@@ -5,6 +5,8 @@ siamese vision tower, a Visual Delta Module and a causal language model. `OneDif
 any transformers vision config, any causal-LM config, plus the delta module's and the image tokens' fields.
 """
 
+import json
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -271,6 +273,30 @@ class OneDiffConfig(PreTrainedConfig):
                 f"{len(fields)} `delta_change_fields` need as many delta queries; `num_delta_queries` is "
                 f"{self.num_delta_queries}"
             )
+
+    def encode_change(self, change: str | dict) -> list[int]:
+        """A change (a dict, or its JSON as the datasets' `change` column holds it) as the class of every field of
+        `delta_change_fields`: its value's index, or the field's "absent" class (one past its values)."""
+        if not self.delta_change_fields:
+            raise ValueError("`encode_change` needs `delta_change_fields`")
+        change = json.loads(change) if isinstance(change, str) else change
+        unknown = sorted(set(change) - set(self.delta_change_fields))
+        if unknown:
+            raise ValueError(f"The change {change} has field(s) {unknown} the model's `delta_change_fields` lack")
+        classes = []
+        for name, values in self.delta_change_fields.items():
+            value = change.get(name)
+            if value is not None and str(value) not in values:
+                raise ValueError(f"The change {change}: {name}={value!r} is not one of the model's values {values}")
+            classes.append(len(values) if value is None else values.index(str(value)))
+        return classes
+
+    def decode_change(self, classes: list[int]) -> dict[str, str]:
+        """The change that classes per field stand for (`encode_change`'s inverse; absent fields left out)."""
+        if not self.delta_change_fields or len(classes) != len(self.delta_change_fields):
+            raise ValueError(f"`decode_change` needs one class per field of `delta_change_fields`, got {classes}")
+        fields = self.delta_change_fields.items()
+        return {name: values[int(k)] for (name, values), k in zip(fields, classes) if int(k) < len(values)}
 
     @property
     def num_delta_tokens(self) -> int:

@@ -1106,6 +1106,17 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
             image_outputs=outputs.image_outputs,
         )
 
+    def prepare_inputs_for_generation(
+        self, *args, inputs_embeds=None, change_labels: torch.LongTensor | None = None, **kwargs
+    ):
+        """`change_labels` go with the steps whose inputs hold the delta placeholders (the prompt, or every step
+        without a KV cache), like the pixels. (`inputs_embeds` is named: generate() checks for it.)"""
+        model_inputs = super().prepare_inputs_for_generation(*args, inputs_embeds=inputs_embeds, **kwargs)
+        input_ids = model_inputs.get("input_ids")
+        if change_labels is not None and input_ids is not None and (input_ids == self.config.delta_token_id).any():
+            model_inputs["change_labels"] = change_labels
+        return model_inputs
+
     def _mask_unscored_labels(
         self, labels: torch.LongTensor, input_ids: torch.LongTensor | None, attention_mask: torch.Tensor | None
     ) -> torch.LongTensor:

@@ -235,11 +235,7 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         if "change_probability" in model_outputs:
             result["change_probability"] = float(model_outputs["change_probability"][0])
         if "change_classes" in model_outputs:
-            fields = self.model.config.delta_change_fields
-            chosen = model_outputs["change_classes"][0].tolist()
-            result["change_fields"] = {
-                name: values[k] for (name, values), k in zip(fields.items(), chosen) if k < len(values)
-            }
+            result["change_fields"] = self.model.config.decode_change(model_outputs["change_classes"][0].tolist())
         if "change_map" in model_outputs:
             change_map = model_outputs["change_map"][0].numpy()
             result["change_map"] = change_map

@@ -175,3 +175,31 @@ def test_change_probability_and_fields_come_from_the_heads(tmp_path):
     # below the threshold nothing is generated: the caption is the type head's "no change"
     unchanged = captioner({"before": before, "after": after}, change_threshold=min(1.0, expected + 1e-3))
     assert unchanged["generated_text"] == "no change"
+
+
+def test_generation_phrases_given_change_labels_with_and_without_cache():
+    model, processor = bottleneck_model()
+    batch = chat_inputs(processor, pairs(2))
+    text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    labels = torch.tensor([[0, 2, 1], [1, 0, 0]])
+    settings = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False}
+    cached = model.generate(**text, change_labels=labels, **settings)
+    assert torch.equal(cached, model.generate(**text, change_labels=labels, use_cache=False, **settings))
+    assert torch.equal(cached, model.generate(**batch, change_labels=labels, **settings))  # the pixels change nothing
+    other = model.generate(**text, change_labels=torch.tensor([[3, 1, 0], [2, 2, 2]]), **settings)
+    assert not torch.equal(cached, other)
+
+
+def test_encode_and_decode_change_give_every_field_a_class_and_absent_its_own():
+    config = tiny_config(delta_change_fields=FIELDS)
+    assert config.encode_change('{"type": "color", "color": "blue"}') == [1, 2, 1]  # shape absent: its class 2
+    assert config.encode_change({"type": "add", "color": "light_gray", "shape": "cube"}) == [2, 0, 0]
+    assert config.decode_change([1, 2, 1]) == {"color": "blue", "type": "color"}
+    with pytest.raises(ValueError, match="lack"):
+        config.encode_change({"type": "add", "size": "large"})
+    with pytest.raises(ValueError, match="not one of the model's values"):
+        config.encode_change({"type": "drop"})
+    with pytest.raises(ValueError, match="one class per field"):
+        config.decode_change([0, 0])
+    with pytest.raises(ValueError, match="needs `delta_change_fields`"):
+        tiny_config().encode_change({"type": "add"})

@@ -140,22 +140,6 @@ def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditiona
     return model, processor
 
 
-def encode_change(change: str | dict, change_fields: dict[str, list[str]]) -> list[int]:
-    """A ground-truth change (the `change` column's JSON) as the class of every field of `delta_change_fields`:
-    the index of its value, or the field's "absent" class (one past its values) when the change has no such field."""
-    change = json.loads(change) if isinstance(change, str) else change
-    unknown = sorted(set(change) - set(change_fields))
-    if unknown:
-        raise ValueError(f"The change {change} has field(s) {unknown} the model's `delta_change_fields` lack")
-    classes = []
-    for name, values in change_fields.items():
-        value = change.get(name)
-        if value is not None and str(value) not in values:
-            raise ValueError(f"The change {change}: {name}={value!r} is not one of the model's values {values}")
-        classes.append(len(values) if value is None else values.index(str(value)))
-    return classes
-
-
 def load_pairs(path: str, split: str, max_samples: int | None = None, columns: tuple[str, ...] = ()):
     """A split of a DiffCap dataset with the columns training needs (and `columns`; no image is decoded here)."""
     dataset = load_diffcap(path, splits=(split,))[split]
@@ -172,14 +156,14 @@ class OneDiffCollator:
     Rows become conversations (user: both images + prompt, assistant: completion) and go through TRL's own vision
     collator: prompt left-padded, completion right-padded, loss on the completion (and its end-of-turn) only.
 
-    With `change_fields` (a model's `delta_change_fields`) the batch phrases the true change: `change_labels` from
+    With `config` (of a model with `delta_change_fields`) the batch phrases the true change: `change_labels` from
     each row's `change` column replace the change heads' choice and the pixels are dropped (a model without image
     tokens needs none to put a given change into words), so no vision tower runs.
     """
 
-    def __init__(self, processor: OneDiffProcessor, change_fields: dict[str, list[str]] | None = None):
+    def __init__(self, processor: OneDiffProcessor, config=None):
         self.collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
-        self.change_fields = change_fields
+        self.config = config  # the model's OneDiffConfig, to phrase the true change (None: the pairs' images)
 
     def __call__(self, rows: list[dict]) -> dict:
         examples = [
@@ -194,9 +178,9 @@ class OneDiffCollator:
             if len(example["images"]) != 2:
                 raise ValueError(f"A training pair needs 2 images, got {len(example['images'])}")
         batch = self.collator(examples)
-        if self.change_fields is not None:
+        if self.config is not None:
             del batch["pixel_values"]
-            batch["change_labels"] = torch.tensor([encode_change(row["change"], self.change_fields) for row in rows])
+            batch["change_labels"] = torch.tensor([self.config.encode_change(row["change"]) for row in rows])
         return batch
 
 

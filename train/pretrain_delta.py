@@ -37,7 +37,6 @@ from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.common import (
     ModelArguments,
     RunProgress,
-    encode_change,
     find_resume_checkpoint,
     load_model_and_processor,
     make_accelerator,
@@ -402,7 +401,7 @@ def main(argv: list[str] | None = None) -> Path:
         heads = model.model.change_heads
         heads.classifiers.requires_grad_(True)
         vocab = model.config.delta_change_fields
-        labels = np.array([encode_change(change, vocab) for change in train["change"]])  # absent: its own class
+        labels = np.array([model.config.encode_change(change) for change in train["change"]])  # absent: own class
     else:
         heads = ChangeHeads(vocab, model.config.delta_hidden_size, model.config.num_delta_queries)
     words = None

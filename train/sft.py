@@ -142,14 +142,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     model, processor = load_model_and_processor(model_args)
     new_parts = present_new_parts(model)
-    change_fields = None
-    if args.phrase_true_change:
-        change_fields = model.config.delta_change_fields
-        if not change_fields or model.config.use_image_tokens:
-            raise ValueError(
-                "`phrase_true_change` needs a model with `delta_change_fields` and `use_image_tokens: false` "
-                "(train/pretrain_delta.py with `change_bottleneck: true` makes one)"
-            )
+    if args.phrase_true_change and (not model.config.delta_change_fields or model.config.use_image_tokens):
+        raise ValueError(
+            "`phrase_true_change` needs a model with `delta_change_fields` and `use_image_tokens: false` "
+            "(train/pretrain_delta.py with `change_bottleneck: true` makes one)"
+        )
     peft_config = None
     if args.use_peft:
         model.requires_grad_(False)
@@ -187,7 +184,7 @@ def main(argv: list[str] | None = None) -> Path:
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=processor,
-        data_collator=OneDiffCollator(processor, change_fields),
+        data_collator=OneDiffCollator(processor, model.config if args.phrase_true_change else None),
         peft_config=peft_config,
         callbacks=[JsonLinesCallback(config.output_dir)],
     )
