@@ -1107,13 +1107,19 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         )
 
     def prepare_inputs_for_generation(
-        self, *args, inputs_embeds=None, change_labels: torch.LongTensor | None = None, **kwargs
+        self,
+        *args,
+        inputs_embeds=None,
+        is_first_iteration: bool | None = False,
+        change_labels: torch.LongTensor | None = None,
+        **kwargs,
     ):
-        """`change_labels` go with the steps whose inputs hold the delta placeholders (the prompt, or every step
-        without a KV cache), like the pixels. (`inputs_embeds` is named: generate() checks for it.)"""
-        model_inputs = super().prepare_inputs_for_generation(*args, inputs_embeds=inputs_embeds, **kwargs)
-        input_ids = model_inputs.get("input_ids")
-        if change_labels is not None and input_ids is not None and (input_ids == self.config.delta_token_id).any():
+        """`change_labels` go with the prompt's pass (and every pass without a KV cache), as the pixels do.
+        (`inputs_embeds` is named: generate() looks for it.)"""
+        model_inputs = super().prepare_inputs_for_generation(
+            *args, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
+        if change_labels is not None and (is_first_iteration or not kwargs.get("use_cache", True)):
             model_inputs["change_labels"] = change_labels
         return model_inputs
 

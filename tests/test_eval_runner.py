@@ -187,3 +187,27 @@ def test_eval_of_a_model_with_change_heads_reports_their_fidelity(model_and_data
     assert heads["pairs"] == 12 and 0 <= heads["heads_accuracy"] <= 1 and 0 <= heads["agreement"] <= 1
     assert set(results["change_heads"]["by_source"]) == {"scene-change", "photo-edit"}
     assert all(set(p["change_fields"]) <= set(vocab) for p in results["predictions"])
+
+
+def test_phrasing_accuracy_scores_captions_of_the_true_change(model_and_data, tmp_path, capsys):
+    from onediff_idc.eval import phrasing
+    from onediff_idc.processing.schema import load_diffcap
+    from onediff_idc.train.pretrain_delta import change_labels
+
+    rows = load_diffcap(model_and_data / "data")["test"].remove_columns("images").to_list()
+    vocab, _ = change_labels([r["change"] for r in rows if r["change"]])
+    model, processor = tiny_model_and_processor(delta_change_fields=vocab, use_image_tokens=False, num_delta_queries=12)
+    report = phrasing.phrasing_accuracy(model, processor, rows, batch_size=4, max_new_tokens=4, progress=False)
+    assert report["overall"]["pairs"] == 12 and set(report["by_source"]) == {"scene-change", "photo-edit"}
+    assert len(report["misses"]) == round(12 * (1 - report["overall"]["change_accuracy"]))  # a random LM misses
+    # each caption is what generate() phrases from that pair's true change
+    first = rows[0]
+    caption = phrasing.phrase_changes(model, processor, [first["prompt"]], [first["change"]], max_new_tokens=4)[0]
+    assert report["misses"][0]["caption"] == caption
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    argv = ["--model", str(tmp_path / "model"), "--data", str(model_and_data / "data"), "--split", "test"]
+    phrasing.main([*argv, "--limit", "3", "--out", str(tmp_path / "phrasing.json")])
+    assert json.loads((tmp_path / "phrasing.json").read_text())["overall"]["pairs"] == 3
+    with pytest.raises(ValueError, match="use_image_tokens=False"):
+        phrasing.phrasing_accuracy(*tiny_model_and_processor(), rows)
