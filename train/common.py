@@ -119,11 +119,10 @@ def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditiona
     if args.model_name_or_path is not None:
         overrides = args.model_config_overrides
         model = OneDiffForConditionalGeneration.from_pretrained(args.model_name_or_path, dtype=dtype, **overrides)
-        token_counts = {}
-        if overrides:  # the processor's token counts follow the overridden config
-            token_counts = {"num_delta_tokens": model.config.num_delta_tokens}
-            token_counts["use_image_tokens"] = model.config.use_image_tokens
-        processor = OneDiffProcessor.from_pretrained(args.model_name_or_path, **token_counts)
+        processor = OneDiffProcessor.from_pretrained(args.model_name_or_path)
+        # the token counts follow the (possibly overridden) config
+        processor.num_delta_tokens = model.config.num_delta_tokens
+        processor.use_image_tokens = model.config.use_image_tokens
     else:
         model = OneDiffForConditionalGeneration.from_vision_text_pretrained(
             args.vision_model_name_or_path, args.text_model_name_or_path, dtype=dtype, **args.model_config_overrides

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The next default model end to end on one CPU, resumable: rerun it after any interruption and it continues where
+# it stopped (data, feature cache and curves via curves-zoom.sh; then the heads; then the phrasing).
+#   nohup bash train/configs/default-v2/train.sh > runs/default-v2.log 2>&1 &
+# Then: python -m onediff_idc.default_model export --from runs/default-v2-phrase, and onediff eval on held-out seeds.
+set -euo pipefail
+bash train/configs/default/curves-zoom.sh
+HEADS=runs/default-v2-heads
+if [ ! -f "$HEADS/final/config.json" ]; then
+  RESUME=()
+  if compgen -G "$HEADS/checkpoints/checkpoint_*/checkpoint_complete.json" > /dev/null; then RESUME=(--resume latest); fi
+  python train/pretrain_delta.py --config train/configs/default-v2/heads.yaml "${RESUME[@]}"
+fi
+PHRASE=runs/default-v2-phrase
+if [ ! -f "$PHRASE/final/config.json" ]; then
+  RESUME=()
+  if compgen -G "$PHRASE/checkpoint-*" > /dev/null; then RESUME=(--resume_from_checkpoint latest); fi
+  accelerate launch --config_file train/configs/accelerate/cpu.yaml train/sft.py \
+    --config train/configs/default-v2/phrase.yaml "${RESUME[@]}"
+fi
+python -m onediff_idc.eval.phrasing --model "$PHRASE/final" --data runs/curve-data-zoom --split validation \
+  --out "$PHRASE/phrasing.json"
