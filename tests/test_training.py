@@ -286,7 +286,7 @@ def test_every_recipe_and_launch_config_is_valid():
         keys = set(yaml.safe_load(recipe.read_text()))
         known = {f for cls in fields[recipe.stem] for f in cls.__dataclass_fields__}
         assert keys <= known, (recipe, keys - known)
-    for recipe in CONFIGS.glob("*/*.yaml"):  # TRL turns bf16 on by default: ~20x slower on a CPU without bf16
+    for recipe in (p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "accelerate"):  # TRL: bf16 by default
         values = yaml.safe_load(recipe.read_text())
         if values.get("use_cpu"):
             assert values.get("bf16") is False, recipe
