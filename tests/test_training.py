@@ -623,7 +623,9 @@ def test_change_bottleneck_heads_then_phrasing_of_the_true_change(workspace, tmp
     args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "heads"]
     args += ["--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--num_train_epochs", "6"]
     args += ["--logging_steps", "1", "--change_bottleneck", "true"]
-    args += ["--model_config_overrides", '{"delta_zoom_patches": 4, "delta_shift_tolerance": 1}']  # a zoomed design
+    recipe = tmp_path / "heads.yaml"  # a zoomed design: config overrides (a mapping) come from a recipe
+    recipe.write_text("model_config_overrides: {delta_zoom_patches: 4, delta_shift_tolerance: 1}\n")
+    args += ["--config", recipe]
     heads = pretrain_delta.main([str(a) for a in args])
     config = json.loads((heads / "config.json").read_text())
     assert config["use_image_tokens"] is False and {"type", "color", "direction"} <= set(config["delta_change_fields"])
