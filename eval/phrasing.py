@@ -34,8 +34,9 @@ def phrase_changes(model, processor, prompts: list[str], changes: list[str], max
         texts.append(processor.expand_placeholders(text, num_image_tokens=0))
     batch = processor.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt", add_special_tokens=False)
     labels = torch.tensor([model.config.encode_change(change) for change in changes])
+    inputs_embeds = model.embed_changes(batch["input_ids"], labels)
     with torch.no_grad():
-        generated = model.generate(**batch, change_labels=labels, max_new_tokens=max_new_tokens, do_sample=False)
+        generated = model.generate(**batch, inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens, do_sample=False)
     new_tokens = generated[:, batch["input_ids"].shape[1] :]
     return [text.strip() for text in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 

@@ -853,13 +853,7 @@ class OneDiffModel(OneDiffPreTrainedModel):
             )
             inputs_embeds = self.merge_visual_features(input_ids, inputs_embeds, visual)
         elif change_labels is not None:
-            if self.image_projector is not None:
-                raise ValueError(
-                    "`change_labels` without `pixel_values` leaves the image tokens empty: it needs a model with "
-                    "`use_image_tokens=False`"
-                )
-            visual = OneDiffVisualOutput(delta_hidden_states=self.change_heads.embed(change_labels))
-            inputs_embeds = self.merge_visual_features(input_ids, inputs_embeds, visual)
+            inputs_embeds = self.merge_change_tokens(input_ids, inputs_embeds, change_labels)
 
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
@@ -878,6 +872,21 @@ class OneDiffModel(OneDiffPreTrainedModel):
             delta_hidden_states=visual.delta_hidden_states if visual is not None else None,
             image_outputs=visual,
         )
+
+    def merge_change_tokens(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, change_labels: torch.LongTensor
+    ) -> torch.Tensor:
+        """`inputs_embeds` with the embeddings of given changes (`change_labels`) on the delta placeholders: the
+        language model's input without any image, for a model with change heads and no image tokens."""
+        if self.change_heads is None:
+            raise ValueError("`change_labels` needs a model with `delta_change_fields` (change heads)")
+        if self.image_projector is not None:
+            raise ValueError(
+                "`change_labels` without `pixel_values` leaves the image tokens empty: it needs a model with "
+                "`use_image_tokens=False`"
+            )
+        visual = OneDiffVisualOutput(delta_hidden_states=self.change_heads.embed(change_labels))
+        return self.merge_visual_features(input_ids, inputs_embeds, visual)
 
     def merge_visual_features(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, visual: OneDiffVisualOutput
@@ -939,6 +948,15 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         visual = self.model._encode_pairs(pixel_values, output_delta_attentions=output_delta_attentions)
         inputs_embeds = self.model.merge_visual_features(input_ids, self.get_input_embeddings()(input_ids), visual)
         return inputs_embeds, visual
+
+    @torch.no_grad()
+    def embed_changes(self, input_ids: torch.LongTensor, change_labels: torch.LongTensor) -> torch.FloatTensor:
+        """
+        The decoder's input embeddings for prompts whose delta tokens state given changes (a model with
+        `delta_change_fields` and no image tokens): generate from them to hear how the model phrases a change, with
+        no image (`generate(input_ids=..., inputs_embeds=..., attention_mask=...)`).
+        """
+        return self.model.merge_change_tokens(input_ids, self.get_input_embeddings()(input_ids), change_labels)
 
     @torch.no_grad()
     def get_delta_attention_maps(
@@ -1105,23 +1123,6 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
             delta_hidden_states=outputs.delta_hidden_states,
             image_outputs=outputs.image_outputs,
         )
-
-    def prepare_inputs_for_generation(
-        self,
-        *args,
-        inputs_embeds=None,
-        is_first_iteration: bool | None = False,
-        change_labels: torch.LongTensor | None = None,
-        **kwargs,
-    ):
-        """`change_labels` go with the prompt's pass (and every pass without a KV cache), as the pixels do.
-        (`inputs_embeds` is named: generate() looks for it.)"""
-        model_inputs = super().prepare_inputs_for_generation(
-            *args, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
-        )
-        if change_labels is not None and (is_first_iteration or not kwargs.get("use_cache", True)):
-            model_inputs["change_labels"] = change_labels
-        return model_inputs
 
     def _mask_unscored_labels(
         self, labels: torch.LongTensor, input_ids: torch.LongTensor | None, attention_mask: torch.Tensor | None

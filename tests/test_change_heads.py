@@ -177,17 +177,33 @@ def test_change_probability_and_fields_come_from_the_heads(tmp_path):
     assert unchanged["generated_text"] == "no change"
 
 
-def test_generation_phrases_given_change_labels_with_and_without_cache():
+def test_generation_phrases_given_changes_from_their_embeddings():
     model, processor = bottleneck_model()
     batch = chat_inputs(processor, pairs(2))
     text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     labels = torch.tensor([[0, 2, 1], [1, 0, 0]])
     settings = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False}
-    cached = model.generate(**text, change_labels=labels, **settings)
-    assert torch.equal(cached, model.generate(**text, change_labels=labels, use_cache=False, **settings))
-    assert torch.equal(cached, model.generate(**batch, change_labels=labels, **settings))  # the pixels change nothing
-    other = model.generate(**text, change_labels=torch.tensor([[3, 1, 0], [2, 2, 2]]), **settings)
-    assert not torch.equal(cached, other)
+    embedded = model.embed_changes(batch["input_ids"], labels)
+    with torch.no_grad():  # the embeddings are what forward builds from change_labels
+        torch.testing.assert_close(
+            model(**text, change_labels=labels).logits,
+            model(inputs_embeds=embedded, attention_mask=text["attention_mask"]).logits,
+        )
+    phrased = model.generate(**text, inputs_embeds=embedded, **settings)
+    uncached = model.generate(**text, inputs_embeds=embedded, use_cache=False, **settings)
+    assert torch.equal(phrased, uncached)
+    # greedy decoding by hand, one token at a time through forward with change_labels, says the same
+    ids, mask = text["input_ids"], text["attention_mask"]
+    for _ in range(6):
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, change_labels=labels).logits[:, -1]
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    assert torch.equal(phrased, ids)
+    other = model.generate(
+        **text, inputs_embeds=model.embed_changes(text["input_ids"], torch.tensor([[3, 1, 0], [2, 2, 2]])), **settings
+    )
+    assert not torch.equal(phrased[:, -6:], other[:, -6:])
 
 
 def test_encode_and_decode_change_give_every_field_a_class_and_absent_its_own():
