@@ -47,9 +47,9 @@ def phrasing_accuracy(
     """Change accuracy of captions generated from the rows' true changes, overall, per source and per change type."""
     if not model.config.delta_change_fields or model.config.use_image_tokens:
         raise ValueError("Phrasing accuracy needs a model with `delta_change_fields` and `use_image_tokens=False`")
-    rows = [row for row in rows if row["change"]]
+    rows = [row for row in rows if model.config.knows_change(row["change"])]  # only changes it can state
     if not rows:
-        raise ValueError("No pair carries a ground-truth `change` (generated data has them)")
+        raise ValueError("No pair carries a ground-truth `change` the model's change fields can state")
     predictions = []
     for start in tqdm(range(0, len(rows), batch_size), desc="phrasing", disable=not progress):
         batch = rows[start : start + batch_size]

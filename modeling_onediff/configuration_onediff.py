@@ -274,6 +274,11 @@ class OneDiffConfig(PreTrainedConfig):
                 f"{self.num_delta_queries}"
             )
 
+    def with_overrides(self, **overrides) -> "OneDiffConfig":
+        """A copy with `overrides` set and every field checked again (`from_pretrained(path, **overrides)` sets them
+        after the checks, so e.g. `delta_change_fields` would keep an order that a reload permutes)."""
+        return type(self)(**{**self.to_dict(), **overrides})
+
     def encode_change(self, change: str | dict) -> list[int]:
         """A change (a dict, or its JSON as the datasets' `change` column holds it) as the class of every field of
         `delta_change_fields`: its value's index, or the field's "absent" class (one past its values)."""
@@ -290,6 +295,14 @@ class OneDiffConfig(PreTrainedConfig):
                 raise ValueError(f"The change {change}: {name}={value!r} is not one of the model's values {values}")
             classes.append(len(values) if value is None else values.index(str(value)))
         return classes
+
+    def knows_change(self, change: str | dict) -> bool:
+        """Whether `encode_change` can state this change (every field and value among `delta_change_fields`)."""
+        if not change:
+            return False
+        change = json.loads(change) if isinstance(change, str) else change
+        fields = self.delta_change_fields or {}
+        return all(name in fields and str(value) in fields[name] for name, value in change.items())
 
     def decode_change(self, classes: list[int]) -> dict[str, str]:
         """The change that classes per field stand for (`encode_change`'s inverse; absent fields left out)."""

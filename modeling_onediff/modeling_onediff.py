@@ -176,7 +176,7 @@ class OneDiffModelOutputWithPast(BaseModelOutputWithPast):
     r"""
     image_hidden_states (`torch.FloatTensor` of shape `(batch_size, 2 * num_image_tokens, hidden_size)`, *optional*):
         Projected image tokens scattered into the sequence.
-    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_queries, hidden_size)`, *optional*):
+    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_tokens, hidden_size)`, *optional*):
         Projected delta tokens scattered into the sequence.
     image_outputs (`OneDiffVisualOutput`, *optional*):
         Everything the vision side produced for the pairs (see `OneDiffVisualOutput`); `None` without `pixel_values`.
@@ -196,7 +196,7 @@ class OneDiffCausalLMOutputWithPast(CausalLMOutputWithPast):
         Next-token cross-entropy over the labelled positions (placeholders and padding never count).
     image_hidden_states (`torch.FloatTensor` of shape `(batch_size, 2 * num_image_tokens, hidden_size)`, *optional*):
         Projected image tokens scattered into the sequence.
-    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_queries, hidden_size)`, *optional*):
+    delta_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_delta_tokens, hidden_size)`, *optional*):
         Projected delta tokens scattered into the sequence.
     image_outputs (`OneDiffVisualOutput`, *optional*):
         Everything the vision side produced for the pairs; `None` without `pixel_values`.
@@ -884,6 +884,12 @@ class OneDiffModel(OneDiffPreTrainedModel):
             raise ValueError(
                 "`change_labels` without `pixel_values` leaves the image tokens empty: it needs a model with "
                 "`use_image_tokens=False`"
+            )
+        if input_ids is not None and not (input_ids == self.config.delta_token_id).any():
+            raise ValueError(
+                "`change_labels` need the prompt's delta placeholders in `input_ids`; generate() passes them again "
+                "with every new token, so to generate from given changes embed them once: "
+                "`generate(input_ids=ids, inputs_embeds=model.embed_changes(ids, change_labels), ...)`"
             )
         visual = OneDiffVisualOutput(delta_hidden_states=self.change_heads.embed(change_labels))
         return self.merge_visual_features(input_ids, inputs_embeds, visual)

@@ -164,7 +164,8 @@ def default_model_dir(progress: bool = True) -> Path:
         base = assemble_base(progress=progress)
         overrides_file = WEIGHTS_DIR / CONFIG_OVERRIDES
         overrides = json.loads(overrides_file.read_text()) if overrides_file.is_file() else {}
-        model = OneDiffForConditionalGeneration.from_pretrained(base, **overrides)
+        config = OneDiffForConditionalGeneration.config_class.from_pretrained(base).with_overrides(**overrides)
+        model = OneDiffForConditionalGeneration.from_pretrained(base, config=config)
         rows = load_file(WEIGHTS_DIR / "new_token_embeddings.safetensors")["new_rows"]
         with torch.no_grad():
             model.get_input_embeddings().weight[-rows.shape[0] :] = rows.to(model.dtype)

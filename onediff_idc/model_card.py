@@ -146,8 +146,12 @@ def architecture_table(config: dict) -> str:
             f"{vision.get('model_type', '?')}, {vision.get('hidden_size', '?')} wide, "
             f"{vision.get('num_hidden_layers', '?')} layers, patch {vision.get('patch_size', '?')}",
         ),
-        ("image tokens", f"layer {config.get('vision_feature_layer')}, pooled {config.get('image_token_pooling', 1)}x"),
     ]
+    if config.get("use_image_tokens", True):
+        pooled = config.get("image_token_pooling", 1)
+        rows.append(("image tokens", f"layer {config.get('vision_feature_layer')}, pooled {pooled}x"))
+    else:
+        rows.append(("image tokens", "none (the language model reads the delta tokens alone)"))
     if config.get("use_delta_module", True):
         rows.append(
             (
@@ -156,6 +160,14 @@ def architecture_table(config: dict) -> str:
                 f"{config.get('delta_hidden_size')}, reading layers {config.get('delta_feature_layers')}",
             )
         )
+        if config.get("delta_change_fields"):
+            fields = config["delta_change_fields"]
+            rows.append(
+                (
+                    "change heads (bottleneck)",
+                    f"{len(fields)} fields ({', '.join(fields)}); delta token k: field k's chosen value",
+                )
+            )
     rows.append(
         (
             "language model",

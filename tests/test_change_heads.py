@@ -24,7 +24,11 @@ def pairs(n: int, offset: int = 0):
 def test_only_the_field_tokens_reach_the_language_model():
     model, processor = bottleneck_model()
     assert list(model.config.delta_change_fields) == ["color", "shape", "type"]
-    assert tiny_config(delta_change_fields=dict(reversed(FIELDS.items()))).delta_change_fields == FIELDS  # name order
+    assert list(tiny_config(delta_change_fields=dict(reversed(FIELDS.items()))).delta_change_fields) == sorted(FIELDS)
+    overridden = tiny_config().with_overrides(delta_change_fields=dict(reversed(FIELDS.items())))
+    assert list(overridden.delta_change_fields) == sorted(FIELDS)  # overrides are checked (and ordered) too
+    with pytest.raises(ValueError, match="need as many delta queries"):
+        tiny_config().with_overrides(delta_change_fields={f"f{i}": ["a"] for i in range(5)})
     assert model.model.image_projector is None and model.model.delta_projector is None
     assert not any(name.startswith(("model.image_projector", "model.delta_projector")) for name in model.state_dict())
     batch = chat_inputs(processor, pairs(2))
@@ -219,3 +223,17 @@ def test_encode_and_decode_change_give_every_field_a_class_and_absent_its_own():
         config.decode_change([0, 0])
     with pytest.raises(ValueError, match="needs `delta_change_fields`"):
         tiny_config().encode_change({"type": "add"})
+
+
+def test_generate_with_change_labels_points_at_embed_changes():
+    model, processor = bottleneck_model()
+    batch = chat_inputs(processor, pairs(1))
+    with pytest.raises(ValueError, match="embed_changes"):
+        model.generate(**batch, change_labels=torch.tensor([[0, 0, 0]]), max_new_tokens=3, min_new_tokens=3)
+
+
+def test_knows_change_says_which_changes_the_fields_can_state():
+    config = tiny_config(delta_change_fields=FIELDS)
+    assert config.knows_change('{"type": "add", "color": "red"}')
+    assert not config.knows_change({"type": "drop"}) and not config.knows_change({"size": "large"})
+    assert not config.knows_change("")

@@ -118,8 +118,15 @@ def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditiona
     dtype = DTYPES[args.model_dtype]
     if args.model_name_or_path is not None:
         overrides = args.model_config_overrides
-        model = OneDiffForConditionalGeneration.from_pretrained(args.model_name_or_path, dtype=dtype, **overrides)
+        config = OneDiffForConditionalGeneration.config_class.from_pretrained(args.model_name_or_path)
+        had_heads = bool(config.delta_change_fields)
+        config = config.with_overrides(**overrides)
+        model = OneDiffForConditionalGeneration.from_pretrained(args.model_name_or_path, config=config, dtype=dtype)
         processor = OneDiffProcessor.from_pretrained(args.model_name_or_path)
+        if model.model.change_heads is not None and not had_heads:  # heads added by the overrides start at words
+            model.model.change_heads.init_value_embeddings(
+                model.get_input_embeddings(), processor.tokenizer, config.delta_change_fields
+            )
         # the token counts follow the (possibly overridden) config
         processor.num_delta_tokens = model.config.num_delta_tokens
         processor.use_image_tokens = model.config.use_image_tokens

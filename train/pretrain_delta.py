@@ -176,8 +176,9 @@ def with_change_heads(model, processor, change_fields: dict[str, list[str]]) -> 
     config = model.config.to_dict()
     config.update(delta_change_fields=change_fields, use_image_tokens=False)
     config = type(model.config).from_dict(config)
-    torch.manual_seed(0)
-    converted = OneDiffForConditionalGeneration(config)
+    with torch.random.fork_rng():  # the run's own seed still rules everything after
+        torch.manual_seed(0)
+        converted = OneDiffForConditionalGeneration(config).to(model.dtype)
     missing, _ = converted.load_state_dict(model.state_dict(), strict=False)
     if any(not name.startswith("model.change_heads.") for name in missing):
         raise ValueError(f"Converting to change heads lost weights: {missing}")
@@ -416,6 +417,8 @@ def main(argv: list[str] | None = None) -> Path:
     evaluation = None
     if args.dataset_eval_split:
         eval_split, eval_labels = known_changes(data[args.dataset_eval_split], vocab)  # drop unseen values
+        if model.model.change_heads is not None:  # "absent" is a class the heads must get right too
+            eval_labels = np.array([model.config.encode_change(change) for change in eval_split["change"]])
         eval_features = cache_features(
             model, processor, eval_split, cache_dir / f"{args.dataset_eval_split}.npy", args.feature_batch_size
         )

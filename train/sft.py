@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
+from modeling_onediff import OneDiffForConditionalGeneration
 from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
 from onediff_idc.train.common import (
     LOG_FILE,
@@ -93,11 +94,14 @@ def mix_in_generic_prompt(dataset, fraction: float, seed: int):
     return dataset.remove_columns("prompt").add_column("prompt", prompts)
 
 
-def with_known_change(dataset):
-    """The rows of `dataset` (None passes) that carry a ground-truth `change`; an error if none does."""
+def with_known_change(dataset, config):
+    """The rows of `dataset` (None passes) whose ground-truth `change` the model's change fields can state; an
+    error if none can."""
     if dataset is None:
         return None
-    kept = dataset.filter(bool, input_columns="change")
+    kept = dataset.filter(config.knows_change, input_columns="change")
+    if len(kept) < len(dataset):
+        print(f"phrase_true_change: {len(dataset) - len(kept)} of {len(dataset)} rows have no change the model states")
     if len(kept) == 0:
         raise ValueError("`phrase_true_change` needs rows with a ground-truth `change` (generated pairs); none has one")
     return kept
@@ -128,8 +132,13 @@ def main(argv: list[str] | None = None) -> Path:
     evaluation = None
     if args.dataset_eval_split:
         evaluation = load_pairs(args.dataset_path, args.dataset_eval_split, args.max_eval_samples, columns)
-    if args.phrase_true_change:  # only pairs with a known change can be phrased from it
-        train, evaluation = (with_known_change(split) for split in (train, evaluation))
+    if args.phrase_true_change:  # only pairs with a change the model states can be phrased from it
+        if model_args.model_name_or_path is None:
+            raise ValueError("`phrase_true_change` starts from a checkpoint with change heads (pretrain_delta's)")
+        fields = OneDiffForConditionalGeneration.config_class.from_pretrained(
+            model_args.model_name_or_path
+        ).with_overrides(**model_args.model_config_overrides)
+        train, evaluation = (with_known_change(split, fields) for split in (train, evaluation))
     resume = config.resume_from_checkpoint
     if resume in ("true", "True", "latest", True):
         resume = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
@@ -167,14 +176,16 @@ def main(argv: list[str] | None = None) -> Path:
     elif not args.train_vision_tower:
         model.model.vision_tower.requires_grad_(False)
     model.model.freeze_unused_vision_parameters()
-    if args.phrase_true_change:
-        # the adapter carries the delta module and the heads (it is everything trained on top of the base), but
-        # they were trained before and stay as they are: only LoRA and the value embeddings learn the phrasing
-        model = get_peft_model(model, peft_config)
+    if model.model.change_heads is not None:
+        # the heads choose the delta tokens by argmax, so no caption loss reaches them or the delta module: they
+        # learn in pretrain_delta and stay as they are; only the language model (LoRA) and the value embeddings
+        # learn here. With LoRA the adapter still carries them, as everything trained on top of the base.
+        if peft_config is not None:
+            model = get_peft_model(model, peft_config)
+            peft_config = None
         for name, parameter in model.named_parameters():
-            if "modules_to_save" in name and "value_embeddings" not in name:
+            if ("delta_module" in name or "change_heads.classifiers" in name) and parameter.requires_grad:
                 parameter.requires_grad_(False)
-        peft_config = None
 
     # the Trainer would push what it saves (with LoRA: the adapter alone); the merged final/ is pushed below instead
     push_final, config.push_to_hub = config.push_to_hub, False

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Round 2 of the learning curves (see curves.sh for round 1): the zoom designs, which round 1 found learn fastest,
-# on more distinct pairs (16,000 scene + 6,000 photo training pairs, seed 10), to 30k pairs seen (the next default
-# model's heads run, train/configs/default-v2/heads.yaml, continues the chosen design's curve epoch by epoch):
+# on more distinct pairs (16,000 scene + 6,000 photo training pairs, seed 10), to 30k pairs seen. The next default
+# model's heads run (train/configs/default-v2/heads.yaml) trains the chosen design afresh on the same data and feature
+# cache and scores it every epoch, which extends the curve:
 #   bash train/configs/default/curves-zoom.sh
 # zoom16-shift chooses its 16 patches by a jitter-tolerant difference (delta_shift_tolerance=1). Resumable like
 # curves.sh. Disk: the feature cache holds 3 layers x 2 images x 256 patches x 384 channels in float16 per pair
