@@ -59,13 +59,14 @@ def heads_fidelity(predictions: list[str], chosen: list[dict], changes: list[str
     if not predictions:
         raise ValueError("No predictions to score")
     truths = [_ground_truth(change) for change in changes]
+    parsed = [parse_caption(prediction) for prediction in predictions]
     heads = sum(c == t for c, t in zip(chosen, truths)) / len(truths)
-    captions = sum(parse_caption(p) == t for p, t in zip(predictions, truths)) / len(truths)
+    captions = sum(p == t for p, t in zip(parsed, truths)) / len(truths)
     return {
         "heads_accuracy": heads,
         "caption_accuracy": captions,
         "fidelity": captions / heads if heads else None,
-        "agreement": sum(parse_caption(p) == c for p, c in zip(predictions, chosen)) / len(chosen),
+        "agreement": sum(p == c for p, c in zip(parsed, chosen)) / len(chosen),
         "pairs": len(truths),
     }
 

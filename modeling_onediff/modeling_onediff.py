@@ -710,7 +710,6 @@ class OneDiffModel(OneDiffPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         output_delta_attentions: bool = False,
-        change_labels: torch.LongTensor | None = None,
     ) -> OneDiffVisualOutput:
         if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
             raise ValueError(
@@ -763,10 +762,7 @@ class OneDiffModel(OneDiffPreTrainedModel):
             )
             if self.change_heads is not None:
                 visual.change_logits = self.change_heads(delta_outputs.last_hidden_state)
-                # training the language model to phrase the true change (`change_labels`) keeps it faithful to the
-                # tokens: it never learns to second-guess them
-                chosen = change_labels if change_labels is not None else self.change_heads.choose(visual.change_logits)
-                visual.delta_hidden_states = self.change_heads.embed(chosen)
+                visual.delta_hidden_states = self.change_heads.embed(self.change_heads.choose(visual.change_logits))
             else:
                 visual.delta_hidden_states = self.delta_projector(delta_outputs.last_hidden_state)
             visual.difference_features = delta_outputs.difference_features
@@ -839,18 +835,16 @@ class OneDiffModel(OneDiffPreTrainedModel):
 
         visual = None
         if pixel_values is not None:
-            output_attentions = kwargs.get("output_attentions")
-            output_hidden_states = kwargs.get("output_hidden_states")
-            output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-            if output_hidden_states is None:
-                output_hidden_states = self.config.output_hidden_states
-            visual = self._encode_pairs(
+            visual = self.get_image_features(
                 pixel_values,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-                output_delta_attentions=output_attentions,
-                change_labels=change_labels,
+                output_attentions=kwargs.get("output_attentions"),
+                output_hidden_states=kwargs.get("output_hidden_states"),
+                return_dict=True,
             )
+            if change_labels is not None:
+                # training the language model to phrase the true change keeps it faithful to the delta tokens: it
+                # never learns to second-guess them
+                visual.delta_hidden_states = self.change_heads.embed(change_labels)
             inputs_embeds = self.merge_visual_features(input_ids, inputs_embeds, visual)
         elif change_labels is not None:
             inputs_embeds = self.merge_change_tokens(input_ids, inputs_embeds, change_labels)

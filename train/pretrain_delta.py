@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from modeling_onediff import OneDiffConfig
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.common import (
     ModelArguments,
@@ -165,37 +166,6 @@ def fields_loss(logits: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torc
         for k, scores in enumerate(logits)
         if (targets[:, k] != -100).any()
     )
-
-
-def with_change_heads(model, processor, change_fields: dict[str, list[str]]) -> tuple:
-    """`model` (and its processor) turned into the `delta_change_fields` design: the same towers and delta module,
-    change heads on the delta queries (fresh, their values' embeddings started at the values' words), no image tokens
-    and no delta projector."""
-    from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
-
-    config = model.config.to_dict()
-    config.update(delta_change_fields=change_fields, use_image_tokens=False)
-    config = type(model.config).from_dict(config)
-    with torch.random.fork_rng():  # the run's own seed still rules everything after
-        torch.manual_seed(0)
-        converted = OneDiffForConditionalGeneration(config).to(model.dtype)
-    missing, _ = converted.load_state_dict(model.state_dict(), strict=False)
-    if any(not name.startswith("model.change_heads.") for name in missing):
-        raise ValueError(f"Converting to change heads lost weights: {missing}")
-    heads = converted.model.change_heads
-    heads.init_value_embeddings(converted.get_input_embeddings(), processor.tokenizer, config.delta_change_fields)
-    converted.generation_config = model.generation_config
-    converted.model.freeze_unused_vision_parameters()
-    converted_processor = OneDiffProcessor(
-        image_processor=processor.image_processor,
-        tokenizer=processor.tokenizer,
-        patch_size=processor.patch_size,
-        image_token_pooling=processor.image_token_pooling,
-        num_delta_tokens=config.num_delta_tokens,
-        use_image_tokens=False,
-        chat_template=processor.chat_template,
-    )
-    return converted, converted_processor
 
 
 class WordTargets:
@@ -392,10 +362,17 @@ def main(argv: list[str] | None = None) -> Path:
     accelerator, checkpoints = make_accelerator(output_dir, args.report_to, args.save_total_limit, cpu=True)
     if accelerator.num_processes > 1:
         raise ValueError("pretrain_delta runs in one process (its features are cached): start it with python")
+    start = model_args.model_name_or_path
+    if args.change_bottleneck and not (start and OneDiffConfig.from_pretrained(start).delta_change_fields):
+        # the training data's fields and values become the model's: loading builds the heads (their values'
+        # embeddings started at the words) and drops the image tokens, the processor following
+        model_args.model_config_overrides = {
+            "delta_change_fields": vocab,
+            "use_image_tokens": False,
+            **model_args.model_config_overrides,
+        }
     torch.manual_seed(args.seed)
     model, processor = load_model_and_processor(model_args)
-    if args.change_bottleneck and model.model.change_heads is None:
-        model, processor = with_change_heads(model, processor, vocab)
     model.requires_grad_(False)
     model.model.delta_module.requires_grad_(True)
     if model.model.change_heads is not None:  # the model's own heads: they ship with it
