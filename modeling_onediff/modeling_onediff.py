@@ -346,6 +346,33 @@ class OneDiffDeltaBlock(GradientCheckpointingLayer):
 
 
 @dataclass
+class OneDiffDeltaInputs(ModelOutput):
+    r"""
+    What the delta module reads of a batch of pairs before any learned weight: the raw features it attends to, the
+    zoom and the change statistics, all functions of the frozen tower's features alone. Training caches these (with
+    a zoom, `k` patches per pair instead of the whole grid) and calls `OneDiffVisualDeltaModule.attend` on them.
+
+    before, after (`torch.FloatTensor` of shape `(batch_size, num_layers, num_patches or k, vision_hidden_size)`):
+        Raw tower features of the patches in the context.
+    patch_grid (`tuple[int, int]`):
+        Height and width of the patch grid the features come from.
+    patches (`torch.LongTensor` of shape `(batch_size, k)`, *optional*):
+        With `delta_zoom_patches`, the kept patches (row-major indices, in grid order).
+    relative (`torch.FloatTensor` of shape `(batch_size, num_layers, num_patches or k)`, *optional*):
+        With `delta_difference_prior`, `relative_change` of the patches in the context.
+    global_statistics (`torch.FloatTensor` of shape `(batch_size, num_layers, 3 * vision_hidden_size)`, *optional*):
+        With `delta_global_difference`, `global_change_statistics` over every patch.
+    """
+
+    before: torch.FloatTensor | None = None
+    after: torch.FloatTensor | None = None
+    patch_grid: tuple[int, int] | None = None
+    patches: torch.LongTensor | None = None
+    relative: torch.FloatTensor | None = None
+    global_statistics: torch.FloatTensor | None = None
+
+
+@dataclass
 class OneDiffDeltaModuleOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     difference_features: torch.FloatTensor | None = None
@@ -425,34 +452,46 @@ class OneDiffVisualDeltaModule(nn.Module):
         scale = self.difference_prior_scale.float()
         return scale[None, :, None, None] * prior[:, None, None, :]
 
-    def build_context(
-        self,
-        before: torch.Tensor,
-        after: torch.Tensor,
-        change: torch.Tensor | None = None,
-        patches: torch.LongTensor | None = None,
-        patch_grid: tuple[int, int] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def prepare_inputs(
+        self, before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int]
+    ) -> OneDiffDeltaInputs:
         """
-        Args:
-            before, after: raw tower features of the selected layers, each of shape
-                `(batch_size, num_layers, num_patches, vision_hidden_size)`.
-            change: `after - before`, needed with `delta_global_difference` (computed here if not given).
-            patches: with `delta_zoom_patches`, the patches to keep `(batch_size, k)` (see `zoom`), on a grid of
-                `patch_grid` (height, width).
+        Everything the module reads of the pairs that no weight of it changes (see `OneDiffDeltaInputs`): the zoom,
+        the difference prior's relative change and the global statistics, from raw features `before`, `after` of
+        shape `(batch_size, num_layers, num_patches, vision_hidden_size)` on a `patch_grid` (height, width).
+        """
+        # the raw change feeds the global tokens, the prior and the zoom: computed only when one of them is on
+        zoomed = self.zoom_row_embeddings is not None
+        needs_relative = zoomed or self.difference_prior_scale is not None
+        change = after - before if self.global_projection is not None or needs_relative else None
+        relative = self.relative_change(before, after, patch_grid, change) if needs_relative else None
+        global_statistics = None
+        if self.global_projection is not None:  # global statistics always summarise every patch
+            global_statistics = global_change_statistics(before, after, change)  # (B, L, 3 * Dv)
+        patches = None
+        if zoomed:
+            patches = self.zoom(relative, patch_grid)
+            index = patches[:, None, :, None].expand(-1, before.shape[1], -1, before.shape[-1])
+            before, after = before.gather(2, index), after.gather(2, index)
+            relative = relative.gather(2, patches[:, None, :].expand(-1, relative.shape[1], -1))
+        return OneDiffDeltaInputs(
+            before=before,
+            after=after,
+            patch_grid=patch_grid,
+            patches=patches,
+            relative=relative if self.difference_prior_scale is not None else None,
+            global_statistics=global_statistics,
+        )
 
+    def build_context(self, inputs: OneDiffDeltaInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
         Returns:
             context of shape `(batch_size, num_layers * num_roles * num_patches [+ num_layers], delta_hidden_size)` (the
             global tokens last, with `delta_global_difference`; `k` patches instead of all with the zoom) and the
             difference features of shape `(batch_size, num_layers, num_patches or k, delta_hidden_size)` (or `None`).
         """
-        if self.global_projection is not None:  # global statistics always summarise every patch
-            global_statistics = global_change_statistics(before, after, change)  # (B, L, 3 * Dv)
-        if patches is not None:
-            index = patches[:, None, :, None].expand(-1, before.shape[1], -1, before.shape[-1])
-            before, after = before.gather(2, index), after.gather(2, index)
-        projected_before = self.context_projection(self.context_norm(before))  # (B, L, N, D)
-        projected_after = self.context_projection(self.context_norm(after))
+        projected_before = self.context_projection(self.context_norm(inputs.before))  # (B, L, N, D)
+        projected_after = self.context_projection(self.context_norm(inputs.after))
         roles = [projected_before, projected_after]
         difference = None
         if self.config.delta_use_difference:
@@ -461,13 +500,14 @@ class OneDiffVisualDeltaModule(nn.Module):
         context = torch.stack(roles, dim=2)  # (B, L, R, N, D)
         context = context + self.role_embeddings[None, None, :, None, :]
         context = context + self.layer_embeddings[None, :, None, None, :]
-        if patches is not None:
-            rows, columns = patches // patch_grid[1], patches % patch_grid[1]
+        if inputs.patches is not None:
+            rows, columns = inputs.patches // inputs.patch_grid[1], inputs.patches % inputs.patch_grid[1]
             where = self.zoom_row_embeddings[rows] + self.zoom_column_embeddings[columns]  # (B, k, D)
             context = context + where[:, None, None]
         context = context.flatten(1, 3)
         if self.global_projection is not None:
-            global_tokens = self.global_projection(self.global_norm(global_statistics)) + self.layer_embeddings[None]
+            statistics = self.global_norm(inputs.global_statistics.to(projected_before.dtype))
+            global_tokens = self.global_projection(statistics) + self.layer_embeddings[None]
             context = torch.cat([context, global_tokens], dim=1)  # (B, L*R*N + L, D)
         return context, difference
 
@@ -493,18 +533,14 @@ class OneDiffVisualDeltaModule(nn.Module):
             if side * side != before.shape[2]:
                 raise ValueError(f"{before.shape[2]} patches are not a square grid: pass `patch_grid`")
             patch_grid = (side, side)
-        # the raw change feeds the global tokens, the prior and the zoom: computed only when one of them is on
-        zoomed = self.zoom_row_embeddings is not None
-        needs_relative = zoomed or self.difference_prior_scale is not None
-        change = after - before if self.global_projection is not None or needs_relative else None
-        relative = self.relative_change(before, after, patch_grid, change) if needs_relative else None
-        patches = self.zoom(relative, patch_grid) if zoomed else None
-        context, difference = self.build_context(before, after, change, patches, patch_grid)
+        return self.attend(self.prepare_inputs(before, after, patch_grid), output_attentions)
+
+    def attend(self, inputs: OneDiffDeltaInputs, output_attentions: bool = False) -> OneDiffDeltaModuleOutput:
+        """The learned part: the delta queries cross-attend to the context built from `prepare_inputs`' output."""
+        context, difference = self.build_context(inputs)
         context_bias = None
         if self.difference_prior_scale is not None:
-            if patches is not None:
-                relative = relative.gather(2, patches[:, None, :].expand(-1, relative.shape[1], -1))
-            context_bias = self.difference_prior(relative).to(context.dtype)
+            context_bias = self.difference_prior(inputs.relative).to(context.dtype)
         hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
         cross_attentions = ()
         for block in self.blocks:
@@ -515,7 +551,7 @@ class OneDiffVisualDeltaModule(nn.Module):
             last_hidden_state=self.final_norm(hidden_states),
             difference_features=difference,
             cross_attentions=cross_attentions if output_attentions else None,
-            context_patches=patches,
+            context_patches=inputs.patches,
         )
 
 

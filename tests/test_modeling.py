@@ -380,8 +380,9 @@ def test_global_difference_tokens_carry_each_layers_global_change():
         with torch.no_grad():
             hidden = model.model.vision_tower(pixels.flatten(0, 1), output_hidden_states=True).hidden_states
         features = torch.stack([hidden[i][:, 1:] for i in model.config.resolved_delta_feature_layers], dim=1)  # no CLS
-        built, _ = module.build_context(features[:1], features[1:])
-        return built, module.difference_prior(module.relative_change(features[:1], features[1:], (4, 4)))
+        inputs = module.prepare_inputs(features[:1], features[1:], (4, 4))
+        built, _ = module.build_context(inputs)
+        return built, module.difference_prior(inputs.relative)
 
     same_a, prior_a = context(random_image(1, 32), random_image(1, 32))
     same_b, _ = context(random_image(2, 32), random_image(2, 32))

@@ -400,6 +400,40 @@ def test_delta_supervision_caches_features_learns_and_resumes_exactly(workspace,
     assert changed == {"delta_module"}
 
 
+def test_zoomed_delta_module_trains_from_its_compact_inputs(workspace, tmp_path):
+    zoom = {"delta_zoom_patches": 4, "delta_shift_tolerance": 1, "delta_difference_prior": 1.0}
+    model_dir = save_tiny_model(tmp_path / "model", num_delta_queries=12, delta_global_difference=True, **zoom)
+    args = ["--model_name_or_path", model_dir, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]
+    args += ["--feature_cache_dir", tmp_path / "features", "--per_device_train_batch_size", "4"]
+    pretrain_delta.main([str(a) for a in [*args, "--num_train_epochs", "2"]])
+    compact = sorted((tmp_path / "features").glob("*.zoom-*.npz"))
+    assert [p.name.split(".")[0] for p in compact] == ["train", "validation"]
+    built_at = compact[0].stat().st_mtime_ns
+
+    # the compact inputs are the full features' inputs: the same delta queries, from 4 of the 16 patches
+    model = OneDiffForConditionalGeneration.from_pretrained(model_dir)
+    module = model.model.delta_module
+    torch.nn.init.normal_(module.difference_prior_scale)  # a prior that matters (it starts at 0)
+    path = tmp_path / "features" / "train.npy"
+    features = np.load(path, mmap_mode="r")
+    inputs = pretrain_delta.delta_inputs(module, features, path)
+    assert compact[0].stat().st_mtime_ns == built_at  # read back, not rebuilt
+    assert inputs.zoomed["before_after"].shape == (len(features), 2, 3, 4, features.shape[-1])
+    indices = np.array([5, 0, 3, 1])
+    with torch.no_grad():
+        from_compact = pretrain_delta.delta_queries(model, inputs, indices)
+        from_features = pretrain_delta.delta_queries(model, pretrain_delta.DeltaInputs(module, features), indices)
+        rows = torch.from_numpy(np.asarray(features[indices])).float()  # (B, 2, L, N, D)
+        layers = range(rows.shape[2])
+        forward = module([rows[:, 0, i] for i in layers], [rows[:, 1, i] for i in layers]).last_hidden_state
+    torch.testing.assert_close(from_compact, forward)
+    torch.testing.assert_close(from_features, forward)
+    # another zoom is another cache
+    model.config.delta_zoom_patches = 6
+    assert pretrain_delta.delta_inputs(module, features, path).zoomed["patches"].shape == (len(features), 6)
+    assert len(list((tmp_path / "features").glob("train.zoom-*.npz"))) == 2
+
+
 def test_word_targets_pull_delta_tokens_onto_value_embeddings(workspace, tmp_path):
     model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
     args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]

@@ -28,6 +28,7 @@ from onediff_idc.train.pretrain_delta import (
     ChangeHeads,
     cache_features,
     change_labels,
+    delta_inputs,
     delta_queries,
     known_changes,
     predict_fields,
@@ -91,7 +92,7 @@ def load_design(base: str, overrides: dict) -> OneDiffForConditionalGeneration:
     return model
 
 
-def run_design(name: str, args, data, features, labels, vocab, started: float, until: int) -> list[dict]:
+def run_design(name: str, args, data, labels, vocab, started: float, until: int) -> list[dict]:
     """Trains design `name` from its saved state (if any) until `until` pairs seen; returns its curve so far."""
     state_path = Path(args.out) / name / "state.pt"
     torch.manual_seed(args.seed)
@@ -126,7 +127,11 @@ def run_design(name: str, args, data, features, labels, vocab, started: float, u
         torch.save(state, state_path.with_suffix(".tmp"))
         state_path.with_suffix(".tmp").replace(state_path)  # a kill never leaves half a state
 
-    train_labels, (eval_features, eval_labels, eval_sources) = torch.from_numpy(labels["train"]), data["eval"]
+    # the design's inputs from the shared feature cache (a zoomed design's own compact cache beside it)
+    train_inputs = delta_inputs(model.model.delta_module, *data["train"])
+    eval_features, eval_path, eval_labels, eval_sources = data["eval"]
+    eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path)
+    train_labels = torch.from_numpy(labels["train"])
     num_train = len(labels["train"])
     bar = tqdm(total=until, initial=seen, desc=f"curve {name}", unit="pair", mininterval=30)
     last_save = time.perf_counter()
@@ -137,7 +142,7 @@ def run_design(name: str, args, data, features, labels, vocab, started: float, u
         order = np.random.default_rng([args.seed, epoch]).permutation(num_train)
         indices = order[offset : offset + args.batch_size]
         step_start = time.perf_counter()
-        queries = delta_queries(model, features, indices)
+        queries = delta_queries(model, train_inputs, indices)
         targets = train_labels[indices]
         loss = heads.loss(queries, targets)
         loss.backward()
@@ -151,7 +156,7 @@ def run_design(name: str, args, data, features, labels, vocab, started: float, u
         bar.set_postfix(loss=f"{loss.item():.3f}")
         reached = [m for m in args.milestones if seen - len(indices) < m <= seen]
         if reached:
-            scores = score_by_source(model, heads, eval_features, eval_labels, eval_sources, args.batch_size)
+            scores = score_by_source(model, heads, eval_inputs, eval_labels, eval_sources, args.batch_size)
             points.append({"pairs_seen": seen, "train_seconds": round(seconds, 1), **scores})
             bar.write(f"{name} @ {seen} pairs: " + ", ".join(f"{s} {scores[s]['exact']:.3f}" for s in SOURCES))
             save()
@@ -166,8 +171,8 @@ def run_design(name: str, args, data, features, labels, vocab, started: float, u
     return points
 
 
-def score_by_source(model, heads, features, labels, sources, batch_size: int) -> dict:
-    predictions, _ = predict_fields(model, heads, features, len(labels), batch_size)
+def score_by_source(model, heads, inputs, labels, sources, batch_size: int) -> dict:
+    predictions, _ = predict_fields(model, heads, inputs, len(labels), batch_size)
     scores = {}
     for source in SOURCES:
         rows = np.array([s == source for s in sources])
@@ -222,7 +227,10 @@ def main(argv: list[str] | None = None) -> dict:
     eval_features = cache_features(base, processor, validation, cache / "validation.npy", 16)
     del base
 
-    data = {"eval": (eval_features, eval_labels, validation["source"])}
+    data = {
+        "train": (features, cache / "train.npy"),
+        "eval": (eval_features, cache / "validation.npy", eval_labels, validation["source"]),
+    }
     labels = {"train": train_labels}
     results_path = out / "curves.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -230,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     out_of_time = False
     for milestone in args.milestones:
         for name in args.designs:
-            results[name] = run_design(name, args, data, features, labels, vocab, started, milestone)
+            results[name] = run_design(name, args, data, labels, vocab, started, milestone)
             record = {"designs": DESIGNS, "train_pairs": len(train), "eval_pairs": len(validation), **results}
             results_path.write_text(json.dumps(record, indent=1) + "\n")
             results = {k: v for k, v in record.items() if k in DESIGNS}

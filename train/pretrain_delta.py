@@ -10,7 +10,9 @@ model's loss alone is slow on a CPU: a stage-2-only probe of 180 steps learned t
 images (0% change accuracy). Here a step costs no language model at all.
 
 The vision tower is frozen, so the patch features the delta module reads (`delta_feature_layers`) are computed once
-and cached on disk (float16, memory-mapped) and every epoch after the first only runs the delta module. The heads
+and cached on disk (float16, memory-mapped) and every epoch after the first only runs the delta module. A zoomed
+delta module (`delta_zoom_patches`) reads only its k patches, chosen by a fixed rule: those and the change statistics
+are cached once more, compactly, and held in memory (`DeltaInputs`). The heads
 are thrown away; the output is an ordinary OneDiff checkpoint whose delta module changed. With `word_targets`, the
 delta projector learns too: delta token k is pulled onto the language model's input embedding of field k's value,
 so stage 2 starts with the change spelled out in words the language model already reads (`WordTargets`).
@@ -34,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from modeling_onediff import OneDiffConfig
+from modeling_onediff.modeling_onediff import OneDiffDeltaInputs
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.common import (
     ModelArguments,
@@ -285,24 +288,98 @@ def cache_features(model, processor, dataset, path: Path, batch_size: int, save_
     return np.load(path, mmap_mode="r")
 
 
-def delta_queries(model, features: np.ndarray, indices: np.ndarray) -> torch.Tensor:
-    batch = torch.from_numpy(np.asarray(features[np.sort(indices)])).float()  # sorted: sequential reads
-    order = np.argsort(np.argsort(indices))
-    batch = batch[torch.from_numpy(order)]
-    layers = batch.shape[2]
-    before = [batch[:, 0, layer] for layer in range(layers)]
-    after = [batch[:, 1, layer] for layer in range(layers)]
-    return model.model.delta_module(before, after).last_hidden_state
+class DeltaInputs:
+    """
+    The delta module's inputs (`OneDiffDeltaInputs`) of the cached pairs, batch by batch.
+
+    Without a zoom they are computed per batch from the memory-mapped tower features. With `delta_zoom_patches` they
+    are computed once (`zoomed_inputs`: the k kept patches, their relative change and the global statistics, ~1/14 of
+    the features at 16 of 256 patches) and held in memory: the full cache (27 GB for 22,000 pairs) does not fit in RAM,
+    so reading it at random was what limited training (~40 pairs/s, ~40 MB/s of random reads), not the delta module.
+    """
+
+    def __init__(self, module, features: np.ndarray, zoomed: dict[str, np.ndarray] | None = None):
+        self.module, self.features, self.zoomed = module, features, zoomed
+        side = math.isqrt(features.shape[3])
+        self.patch_grid = (side, side)  # the cache holds the processor's square crops
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def batch(self, indices: np.ndarray) -> OneDiffDeltaInputs:
+        if self.zoomed is not None:
+            pick = torch.from_numpy(np.asarray(indices))
+            before_after = torch.from_numpy(self.zoomed["before_after"])[pick].float()
+            return OneDiffDeltaInputs(
+                before=before_after[:, 0],
+                after=before_after[:, 1],
+                patch_grid=self.patch_grid,
+                patches=torch.from_numpy(self.zoomed["patches"])[pick].long(),
+                relative=torch.from_numpy(self.zoomed["relative"])[pick] if "relative" in self.zoomed else None,
+                global_statistics=torch.from_numpy(self.zoomed["global"])[pick] if "global" in self.zoomed else None,
+            )
+        batch = torch.from_numpy(np.asarray(self.features[np.sort(indices)])).float()  # sorted: sequential reads
+        batch = batch[torch.from_numpy(np.argsort(np.argsort(indices)))]
+        with torch.no_grad():
+            return self.module.prepare_inputs(batch[:, 0], batch[:, 1], self.patch_grid)
 
 
-def predict_fields(model, heads, features, count: int, batch_size: int, words=None) -> tuple:
+def delta_inputs(module, features: np.ndarray, features_path: Path, batch_size: int = 64) -> DeltaInputs:
+    """`DeltaInputs` of `module` over cached `features` (saved at `features_path` by `cache_features`); with a zoom,
+    its inputs are cached beside them, keyed by the features' fingerprint and the settings that choose them."""
+    config = module.config
+    if not config.delta_zoom_patches:
+        return DeltaInputs(module, features)
+    settings = {
+        "features": json.loads(features_path.with_suffix(".json").read_text())["fingerprint"],
+        **{
+            name: getattr(config, name)
+            for name in (
+                "delta_zoom_patches",
+                "delta_shift_tolerance",
+                "delta_difference_prior",
+                "delta_global_difference",
+            )
+        },
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = features_path.with_name(f"{features_path.stem}.zoom-{key}.npz")
+    if not path.is_file():
+        zoomed = zoomed_inputs(DeltaInputs(module, features), batch_size, desc=f"zooming ({features_path.stem})")
+        with open(path.with_suffix(".tmp"), "wb") as handle:
+            np.savez(handle, **zoomed)
+        path.with_suffix(".tmp").replace(path)  # only a complete cache gets the final name
+    with np.load(path) as stored:
+        return DeltaInputs(module, features, {name: stored[name] for name in stored.files})
+
+
+def zoomed_inputs(inputs: DeltaInputs, batch_size: int, desc: str) -> dict[str, np.ndarray]:
+    """Every pair's zoomed `OneDiffDeltaInputs` as arrays: the kept patches' features in float16 (the cache's own
+    values), their indices, and float32 relative change and global statistics (computed from every patch)."""
+    parts: dict[str, list] = {"before_after": [], "patches": [], "relative": [], "global": []}
+    for start in tqdm(range(0, len(inputs), batch_size), desc=desc, mininterval=30):
+        batch = inputs.batch(np.arange(start, min(start + batch_size, len(inputs))))
+        parts["before_after"].append(torch.stack([batch.before, batch.after], dim=1).half().numpy())
+        parts["patches"].append(batch.patches.short().numpy())
+        if batch.relative is not None:
+            parts["relative"].append(batch.relative.numpy())
+        if batch.global_statistics is not None:
+            parts["global"].append(batch.global_statistics.numpy())
+    return {name: np.concatenate(arrays) for name, arrays in parts.items() if arrays}
+
+
+def delta_queries(model, inputs: DeltaInputs, indices: np.ndarray) -> torch.Tensor:
+    return model.model.delta_module.attend(inputs.batch(indices)).last_hidden_state
+
+
+def predict_fields(model, heads, inputs: DeltaInputs, count: int, batch_size: int, words=None) -> tuple:
     """The heads' class per field for the first `count` cached pairs `(count, fields)`, and with `words` the delta
     tokens' nearest value words (else None)."""
     model.eval()
     predictions, word_predictions = [], []
     with torch.no_grad():
         for start in range(0, count, batch_size):
-            queries = delta_queries(model, features, np.arange(start, min(start + batch_size, count)))
+            queries = delta_queries(model, inputs, np.arange(start, min(start + batch_size, count)))
             predictions.append(torch.stack([lg.argmax(-1) for lg in heads(queries)], dim=1).numpy())
             if words is not None:
                 word_predictions.append(words.predict(model.model.delta_projector(queries)).numpy())
@@ -310,9 +387,9 @@ def predict_fields(model, heads, features, count: int, batch_size: int, words=No
     return np.concatenate(predictions), (np.concatenate(word_predictions) if words is not None else None)
 
 
-def evaluate_heads(model, heads, features, labels, change_types, batch_size: int, words=None) -> dict:
+def evaluate_heads(model, heads, inputs: DeltaInputs, labels, change_types, batch_size: int, words=None) -> dict:
     """Validation scores of the heads' predictions; with `words`, also of the delta tokens' nearest value words."""
-    predictions, word_predictions = predict_fields(model, heads, features, len(labels), batch_size, words)
+    predictions, word_predictions = predict_fields(model, heads, inputs, len(labels), batch_size, words)
     report = score_fields(predictions, labels, change_types, heads.fields)
     if words is not None:
         report["words"] = score_fields(word_predictions, labels, change_types, heads.fields)
@@ -387,19 +464,19 @@ def main(argv: list[str] | None = None) -> Path:
         words = WordTargets(vocab, model.get_input_embeddings().weight, processor.tokenizer)
         model.model.delta_projector.requires_grad_(True)
     cache_dir = Path(args.feature_cache_dir) if args.feature_cache_dir else output_dir / "features"
-    features = cache_features(
-        model, processor, train, cache_dir / f"{args.dataset_train_split}.npy", args.feature_batch_size
-    )
+    train_path = cache_dir / f"{args.dataset_train_split}.npy"
+    features = cache_features(model, processor, train, train_path, args.feature_batch_size)
+    train_inputs = delta_inputs(model.model.delta_module, features, train_path)
 
     evaluation = None
     if args.dataset_eval_split:
         eval_split, eval_labels = known_changes(data[args.dataset_eval_split], vocab)  # drop unseen values
         if model.model.change_heads is not None:  # "absent" is a class the heads must get right too
             eval_labels = np.array([model.config.encode_change(change) for change in eval_split["change"]])
-        eval_features = cache_features(
-            model, processor, eval_split, cache_dir / f"{args.dataset_eval_split}.npy", args.feature_batch_size
-        )
-        evaluation = (eval_features, eval_labels, eval_split["change_type"])
+        eval_path = cache_dir / f"{args.dataset_eval_split}.npy"
+        eval_features = cache_features(model, processor, eval_split, eval_path, args.feature_batch_size)
+        eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path)
+        evaluation = (eval_inputs, eval_labels, eval_split["change_type"])
 
     # what learns, as one module: checkpoints hold these (a few MB), not the frozen towers
     parts = {"delta_module": model.model.delta_module, "delta_projector": model.model.delta_projector, "heads": heads}
@@ -433,7 +510,7 @@ def main(argv: list[str] | None = None) -> Path:
         order = np.random.default_rng([args.seed, epoch]).permutation(len(train))
         size = args.per_device_train_batch_size
         indices = order[in_epoch * size : (in_epoch + 1) * size]
-        queries = delta_queries(model, features, indices)
+        queries = delta_queries(model, train_inputs, indices)
         targets = label_tensor[indices]
         loss = fields_loss(heads(queries), targets)
         if words is not None:
@@ -478,7 +555,7 @@ def main(argv: list[str] | None = None) -> Path:
     report = progress["report"]
     if evaluation is not None:
         report["difference_norms"] = difference_norms(
-            evaluation[0], evaluation[2], model.config.resolved_delta_feature_layers
+            evaluation[0].features, evaluation[2], model.config.resolved_delta_feature_layers
         )
     (output_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     training = training_record("train/pretrain_delta.py", model_args, args, dataset_path=args.dataset_path)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The next default model end to end on one CPU, resumable: rerun it after any interruption and it continues where
-# it stopped (data, feature cache and curves via curves-zoom.sh; then the heads; then the phrasing).
+# it stopped (the data; the heads, which cache the tower's features; the phrasing; then round 2 of the curves, which
+# reads the same feature cache).
 #   nohup bash train/configs/default-v2/train.sh > runs/default-v2.log 2>&1 &
 # Then: python -m onediff_idc.default_model export --from runs/default-v2-phrase, and onediff eval on held-out seeds.
 set -euo pipefail
-bash train/configs/default/curves-zoom.sh
+bash train/configs/default-v2/data.sh
 HEADS=runs/default-v2-heads
 if [ ! -f "$HEADS/final/config.json" ]; then
   RESUME=()
@@ -20,3 +21,4 @@ if [ ! -f "$PHRASE/final/config.json" ]; then
 fi
 python -m onediff_idc.eval.phrasing --model "$PHRASE/final" --data runs/curve-data-zoom --split validation \
   --out "$PHRASE/phrasing.json"
+bash train/configs/default/curves-zoom.sh

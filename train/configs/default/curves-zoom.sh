@@ -8,15 +8,8 @@
 # curves.sh. Disk: the feature cache holds 3 layers x 2 images x 256 patches x 384 channels in float16 per pair
 # (1.2 MB), about 27 GB in all. Writes docs/delta-curves-zoom.json and docs/delta-curves-zoom.png.
 set -euo pipefail
-PHOTOS=runs/photos
-[ -f "$PHOTOS/manifest.json" ] || onediff data photos --out "$PHOTOS"
+bash train/configs/default-v2/data.sh
 DATA=runs/curve-data-zoom
-if [ ! -f "$DATA/dataset_dict.json" ] && [ ! -f "$DATA/README.md" ]; then
-  rm -rf "$DATA.partial"
-  onediff data build --out "$DATA.partial" --seed 10 --scene-pairs 16000 --photo-pairs 6000 --caption-samples 0 \
-    --eval-fraction 0.03 --num-proc 2 --photos "$PHOTOS"
-  mv "$DATA.partial" "$DATA"
-fi
 BASE="$(python -c "from onediff_idc.default_model import base_dir; print(base_dir())")"
 python train/learning_curve.py --base "$BASE" --data "$DATA" --out runs/curves-zoom \
   --feature_cache_dir runs/curve-features-zoom --max_eval_pairs 700 \
