@@ -138,6 +138,7 @@ def data_build(args: argparse.Namespace) -> int:
             num_references=args.references,
             eval_only=args.eval_only,
             photos=str(Path(args.photos).resolve()) if args.photos else None,
+            photos_only=args.photos_only,
         )
         dataset = build(spec, args.out, num_proc=args.num_proc)
     except (ValueError, FileNotFoundError) as error:
@@ -432,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-proc", type=int, default=1, help="worker processes")
     b.add_argument("--eval-only", action="store_true", help="only the validation and test splits (a held-out set)")
     b.add_argument("--photos", default=None, help="a `onediff data photos` folder: more photographs for photo edits")
+    b.add_argument(
+        "--photos-only", action="store_true", help="photo edits of the --photos folder's photographs alone"
+    )
     b.set_defaults(func=data_build)
 
     ph = data.add_parser("photos", help="photographs from Debian's desktop-background packages, for photo edits")

@@ -39,6 +39,7 @@ class BuildSpec:
     num_references: int = 3
     eval_only: bool = False  # only validation and test: a held-out set drawn with a seed never used in training
     photos: str | None = None  # a `onediff data photos` folder: its photographs join the packages' samples
+    photos_only: bool = False  # photo edits of the `photos` folder's photographs alone
 
     def __post_init__(self):
         for name in ("scene_pairs", "photo_pairs", "caption_samples"):
@@ -48,6 +49,8 @@ class BuildSpec:
             raise ValueError(f"`eval_fraction` must be in [0, 1], got {self.eval_fraction}")
         if not 32 <= self.resolution <= 1024:
             raise ValueError(f"`resolution` must be between 32 and 1024 pixels, got {self.resolution}")
+        if self.photos_only and self.photos is None:
+            raise ValueError("`photos_only` needs `photos` (a `onediff data photos` folder)")
         if self.num_references < 1:
             raise ValueError(f"`num_references` must be >= 1, got {self.num_references}")
 
@@ -64,7 +67,9 @@ def _sample(args: tuple) -> dict:
         pair = scene_change_pair(rng, change_type, spec.resolution, spec.num_references)
     elif source == "photo-edit":
         change_type = PHOTO_TYPES[index % len(PHOTO_TYPES)]
-        pair = photo_edit_pair(rng, change_type, split, spec.resolution, spec.num_references, spec.photos)
+        pair = photo_edit_pair(
+            rng, change_type, split, spec.resolution, spec.num_references, spec.photos, spec.photos_only
+        )
     else:
         change_type = ""
         pair = scene_caption_sample(rng, spec.resolution)

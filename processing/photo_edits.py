@@ -67,9 +67,12 @@ def photo_path(name: str) -> str:
 
 
 @cache
-def photo_names(split: str, photos_dir: str | None = None) -> tuple[str, ...]:
-    """The photographs of `split`: the packages' samples, and those of a `onediff data photos` folder if given."""
-    names = PHOTO_SPLITS[split]
+def photo_names(split: str, photos_dir: str | None = None, photos_only: bool = False) -> tuple[str, ...]:
+    """The photographs of `split`: the packages' samples, and those of a `onediff data photos` folder if given (with
+    `photos_only`, that folder's alone: e.g. a test split of the held-out Debian pictures only)."""
+    if photos_only and photos_dir is None:
+        raise ValueError("`photos_only` needs a `onediff data photos` folder (`photos`)")
+    names = () if photos_only else PHOTO_SPLITS[split]
     if photos_dir is not None:
         photos = load_manifest(photos_dir)["photos"]
         names += tuple(sorted(name for name, photo in photos.items() if photo["split"] == split))
@@ -220,9 +223,11 @@ def photo_edit_pair(
     size: int,
     num_references: int = 3,
     photos_dir: str | None = None,
+    photos_only: bool = False,
 ) -> dict:
-    """One before/after pair of a photo of `split`'s photos; `edit` in PHOTO_EDIT_TYPES or "none"."""
-    photo = load_photo(_choice(rng, photo_names(split, photos_dir)), photos_dir)
+    """One before/after pair of a photo of `split`'s photos (see `photo_names`); `edit` in PHOTO_EDIT_TYPES or
+    "none"."""
+    photo = load_photo(_choice(rng, photo_names(split, photos_dir, photos_only)), photos_dir)
     before = random_crop(photo, rng, size)
     if edit == "none":
         after, change = before.copy(), {"type": "none"}

@@ -128,6 +128,17 @@ def test_generator_draws_each_split_from_its_own_photographs(debs, tmp_path):
     with_photos = build_dataset(BuildSpec(**{**spec.__dict__, "photos": str(out)}), progress=False)
     without = build_dataset(spec, progress=False)
     assert len(with_photos["test"]) == len(without["test"]) == 10
+    # only the downloaded pictures: the held-out Debian photographs, without the packages' samples
+    assert set(photo_names("test", str(out), photos_only=True)) == {
+        n for n in debian_photos.PHOTOGRAPHS if debian_photos.split_of(n) == "test"
+    }
+    only = build_dataset(BuildSpec(**{**spec.__dict__, "photos": str(out), "photos_only": True}), progress=False)
+    assert any(
+        np.asarray(a[0]).tobytes() != np.asarray(b[0]).tobytes()
+        for a, b in zip(only["test"]["images"], with_photos["test"]["images"])
+    )
+    with pytest.raises(ValueError, match="photos_only"):
+        BuildSpec(photos_only=True)
     assert with_photos["train"]["completion"] != without["train"]["completion"] or any(
         np.asarray(a[0]).tobytes() != np.asarray(b[0]).tobytes()
         for a, b in zip(with_photos["train"]["images"], without["train"]["images"])
