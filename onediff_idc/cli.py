@@ -433,9 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-proc", type=int, default=1, help="worker processes")
     b.add_argument("--eval-only", action="store_true", help="only the validation and test splits (a held-out set)")
     b.add_argument("--photos", default=None, help="a `onediff data photos` folder: more photographs for photo edits")
-    b.add_argument(
-        "--photos-only", action="store_true", help="photo edits of the --photos folder's photographs alone"
-    )
+    b.add_argument("--photos-only", action="store_true", help="photo edits of the --photos folder's photographs alone")
     b.set_defaults(func=data_build)
 
     ph = data.add_parser("photos", help="photographs from Debian's desktop-background packages, for photo edits")
