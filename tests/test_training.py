@@ -344,6 +344,15 @@ def test_the_next_default_models_recipes_parse_and_chain(tmp_path, monkeypatch):
     readme = (REPO / "README.md").read_text()
     assert "--config train/configs/default-v2/heads.yaml" in readme
     assert "--config train/configs/default-v2/phrase.yaml" in readme
+    # the scripts that run them: valid bash, the same recipes, evaluation of what the phrasing run wrote
+    scripts = CONFIGS / "default-v2"
+    for script in [*scripts.glob("*.sh"), CONFIGS / "default" / "curves-zoom.sh"]:
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    train_script = (scripts / "train.sh").read_text()
+    assert all(f"--config {recipe.relative_to(REPO)}" in train_script for recipe in (heads_recipe, phrase_recipe))
+    phrase_output = yaml.safe_load(phrase_recipe.read_text())["output_dir"]
+    assert f"export --from {phrase_output}" in (scripts / "evaluate.sh").read_text()
+    assert "bash train/configs/default-v2/train.sh" in readme and "bash train/configs/default-v2/evaluate.sh" in readme
 
 
 def test_sft_loss_falls_when_overfitting_a_fixed_batch(workspace, tmp_path):
