@@ -8,6 +8,7 @@ caption back to the ground-truth dict, or to `{"type": "unparseable"}`: the gene
 apart because they read one table.
 """
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -262,6 +263,18 @@ def write_references(change: dict, rng: np.random.Generator, count: int) -> list
     templates = TEMPLATES[change["type"]]
     order = rng.permutation(len(templates))
     return [render(templates[order[i % len(templates)]], change, rng) for i in range(count)]
+
+
+def canonical_caption(change: dict | str) -> str:
+    """The one wording of a change a phrasing model is taught: the change type's first template whose slots all
+    state ground truth (the drawn word of a text edit is not), each value in its first surface word. Sampled
+    references mix templates, and greedy decoding of a model trained on the mixture blends them into captions no
+    template has ("the photo was sharpened a little")."""
+    change = json.loads(change) if isinstance(change, str) else change
+    if change.get("type") not in TEMPLATES:
+        raise ValueError(f"No templates for change type {change.get('type')!r}")
+    template = next(t for t in TEMPLATES[change["type"]] if all(SLOTS[name].field for name in template_slots(t)))
+    return _SLOT_PATTERN.sub(lambda m: SLOTS[m.group(1)].surfaces[change[SLOTS[m.group(1)].field]][0], template)
 
 
 def normalize_caption(caption: str) -> str:

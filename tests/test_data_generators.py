@@ -12,7 +12,14 @@ from datasets import Image, List
 from onediff_idc.cli import main
 from onediff_idc.processing.build import PHOTO_TYPES, SCENE_TYPES, BuildSpec, build
 from onediff_idc.processing.photo_edits import PHOTO_SPLITS, photo_edit_pair
-from onediff_idc.processing.phrasing import TEMPLATES, parse_caption, render, template_slots, write_references
+from onediff_idc.processing.phrasing import (
+    TEMPLATES,
+    canonical_caption,
+    parse_caption,
+    render,
+    template_slots,
+    write_references,
+)
 from onediff_idc.processing.prompts import TASK_PROMPTS
 from onediff_idc.processing.scenes import MIN_MOVE, View, _screen, apply_change, random_scene, scene_change_pair
 from onediff_idc.processing.schema import FEATURES, load_diffcap
@@ -47,6 +54,9 @@ def test_parser_inverts_every_template_with_every_surface(change_type):
             caption = render(template, change, rng)
             assert parse_caption(caption) == change, (template, caption)
             assert parse_caption(caption.upper() + ".") == change  # case and punctuation do not matter
+        # the one wording a phrasing model learns states the change exactly, and only from ground truth
+        canonical = canonical_caption(json.dumps(change))
+        assert parse_caption(canonical) == change and canonical == canonical_caption(change), canonical
 
 
 @pytest.mark.parametrize(

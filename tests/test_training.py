@@ -23,6 +23,7 @@ from transformers import pipeline
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from onediff_idc.model_card import push_checkpoint
 from onediff_idc.processing.build import BuildSpec, build
+from onediff_idc.processing.phrasing import parse_caption
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
 from onediff_idc.train.common import COMPLETE_MARKER, NEW_PARTS, OneDiffCollator
@@ -689,8 +690,17 @@ def test_change_bottleneck_heads_then_phrasing_of_the_true_change(workspace, tmp
     assert "pixel_values" not in batch
     assert batch["change_labels"].tolist() == [model_config.encode_change(r["change"]) for r in rows]
 
+    # canonical phrasing: every row's target is its change's one wording
+    known = load_diffcap(workspace / "data", splits=("train",))["train"].filter(bool, input_columns="change")
+    canonical = sft.with_canonical_completions(known)
+    assert [parse_caption(c) for c in canonical["completion"]] == [json.loads(c) for c in known["change"]]
+    assert canonical["completion"] != known["completion"] and canonical["prompt"] == known["prompt"]
+    with pytest.raises(ValueError, match="canonical_phrasing"):
+        sft.parse(sft_args(workspace, tmp_path / "x", "--canonical_phrasing", "true"))
+
     out = tmp_path / "phrasing"
     extra = ["--model_name_or_path", str(heads), "--phrase_true_change", "true", "--max_steps", "4"]
+    extra += ["--canonical_phrasing", "true"]
     final = sft.main(sft_args(workspace, out, *extra, "--eval_strategy", "no", "--save_steps", "4"))
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert set(adapter["modules_to_save"]) == {"delta_module", "change_heads"}  # all trained parts ship

@@ -24,6 +24,7 @@ from trl import SFTConfig, SFTTrainer
 
 from modeling_onediff import OneDiffForConditionalGeneration
 from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
+from onediff_idc.processing.phrasing import canonical_caption
 from onediff_idc.train.common import (
     LOG_FILE,
     JsonLinesTracker,
@@ -71,6 +72,14 @@ class OneDiffSFTArguments:
             "embeddings learn, so the language model learns to say exactly what the tokens say"
         },
     )
+    canonical_phrasing: bool = field(
+        default=False,
+        metadata={
+            "help": "with `phrase_true_change`: the target caption is the change's one canonical wording "
+            "(processing/phrasing.py `canonical_caption`) instead of the row's sampled reference, whose mixture of "
+            "templates greedy decoding blends into captions that state no change exactly"
+        },
+    )
 
     def __post_init__(self):
         if self.dataset_path is None:
@@ -81,6 +90,8 @@ class OneDiffSFTArguments:
             raise ValueError("`freeze_language_model` and `use_peft` contradict each other: LoRA trains the LM")
         if self.phrase_true_change and not self.use_peft:
             raise ValueError("`phrase_true_change` trains LoRA and the value embeddings: set `use_peft: true`")
+        if self.canonical_phrasing and not self.phrase_true_change:
+            raise ValueError("`canonical_phrasing` is a setting of `phrase_true_change`: set it too")
 
 
 def mix_in_generic_prompt(dataset, fraction: float, seed: int):
@@ -105,6 +116,14 @@ def with_known_change(dataset, config):
     if len(kept) == 0:
         raise ValueError("`phrase_true_change` needs rows with a ground-truth `change` (generated pairs); none has one")
     return kept
+
+
+def with_canonical_completions(dataset):
+    """`dataset` (None passes) with each row's completion replaced by its change's canonical caption."""
+    if dataset is None:
+        return None
+    captions = [canonical_caption(change) for change in dataset["change"]]
+    return dataset.remove_columns("completion").add_column("completion", captions)
 
 
 class JsonLinesCallback(TrainerCallback):
@@ -139,6 +158,8 @@ def main(argv: list[str] | None = None) -> Path:
             model_args.model_name_or_path
         ).with_overrides(**model_args.model_config_overrides)
         train, evaluation = (with_known_change(split, fields) for split in (train, evaluation))
+        if args.canonical_phrasing:
+            train, evaluation = (with_canonical_completions(split) for split in (train, evaluation))
     resume = config.resume_from_checkpoint
     if resume in ("true", "True", "latest", True):
         resume = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
