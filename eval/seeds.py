@@ -85,13 +85,18 @@ def summarize(reports: list[dict], debian: list[dict] = ()) -> dict:
     types = sorted({t for seed in seeds for t in seed["types"]})
     by_type = {t: mean_and_spread([seed["types"].get(t) for seed in seeds]) for t in types}
     debian_global = mean_and_spread([seed_scores(report)["global_edits"] for report in debian])
+
+    def mean(name: str) -> float | None:  # None where no report has such pairs (e.g. photo edits only)
+        return summary.get(name, (None, None))[0]
+
+    said = [mean("no_change_said_on_unchanged"), mean("no_change_not_said_on_changed")]
     checks = {
-        "scene": summary["scene"][0],
-        "scene_weakest_type": summary["scene_weakest_type"][0],
-        "no_change": min(summary["no_change_said_on_unchanged"][0], summary["no_change_not_said_on_changed"][0]),
-        "photo": summary["photo"][0],
+        "scene": mean("scene"),
+        "scene_weakest_type": mean("scene_weakest_type"),
+        "no_change": None if None in said else min(said),
+        "photo": mean("photo"),
         "debian_global": debian_global[0],
-        "fidelity": summary.get("fidelity", (None,))[0],
+        "fidelity": mean("fidelity"),
     }
     bar = {name: (None if value is None else value >= BAR[name]) for name, value in checks.items()}
     return {

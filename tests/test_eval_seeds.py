@@ -57,5 +57,11 @@ def test_a_perfect_seed_holds_the_bar_and_misses_show_in_the_mean_and_spread(row
     table = seeds.markdown(summary)
     assert "| mean ± sd |" in table and "Global edits on the held-out Debian photographs alone" in table
 
+    # photo edits alone (a Debian-only split): no scene part of the bar to hold
+    photo_rows = [r for r in rows if r["source"] == "photo-edit"]
+    photo_only = seeds.summarize([report(photo_rows, [r["references"][0] for r in photo_rows])])
+    assert photo_only["bar"]["scene"] is None and photo_only["bar"]["photo"] is True
+    assert "scene" not in photo_only["mean_sd"] and photo_only["mean_sd"]["global_edits"] == (1.0, 0.0)
+
     with pytest.raises(ValueError, match="at least one"):
         seeds.summarize([])
