@@ -83,6 +83,40 @@ def global_change_statistics(
     return torch.cat([change.mean(-2), change.abs().mean(-2), after.std(-2) - before.std(-2)], dim=-1)
 
 
+def patch_positions(patch_grid: tuple[int, int], device=None) -> torch.Tensor:
+    """Centres of the patches of a `patch_grid` (height, width) grid, row-major, as (x, y) in [-1, 1]: `(N, 2)`."""
+    height, width = patch_grid
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.flatten(), grid_y.flatten()], dim=-1)
+
+
+def affine_alignment(
+    before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int], temperature: float = 0.05
+) -> torch.Tensor:
+    """
+    Where each patch of B came from in A, summarised as an affine map: `(..., 8)` from raw features of shape
+    `(..., num_patches, width)` on a `patch_grid` grid. Every B patch is matched softly to the A patches its features
+    resemble (softmax of cosine similarity / `temperature`, positions in [-1, 1]), and `source = M @ position + t`
+    is fitted by least squares weighted by each match's best similarity. Returns M (4, row-major), t (2), the
+    weighted residual and the mean best similarity. Global statistics of B-A cannot tell a mirror image from the
+    original or a clockwise from a counterclockwise turn; M can (a flip negates one of its diagonal entries, a turn
+    makes it antisymmetric, a zoom shrinks it, a shift moves t).
+    """
+    positions = patch_positions(patch_grid, before.device)  # (N, 2)
+    similarity = F.normalize(after.float(), dim=-1) @ F.normalize(before.float(), dim=-1).transpose(-1, -2)
+    source = torch.softmax(similarity / temperature, dim=-1) @ positions  # (..., N, 2): where in A
+    weight = similarity.amax(dim=-1).clamp(min=0)  # (..., N)
+    design = torch.cat([positions, positions.new_ones(len(positions), 1)], dim=-1)  # (N, 3)
+    weighted = design * weight.unsqueeze(-1)  # (..., N, 3)
+    normal = weighted.transpose(-1, -2) @ design + 1e-4 * torch.eye(3, device=design.device)  # (..., 3, 3)
+    solution = torch.linalg.solve(normal, weighted.transpose(-1, -2) @ source)  # (..., 3, 2)
+    residual = ((design @ solution - source).square().sum(-1) * weight).sum(-1) / weight.sum(-1).clamp(min=1e-6)
+    matrix, shift = solution[..., :2, :].transpose(-1, -2).flatten(-2), solution[..., 2, :]
+    return torch.cat([matrix, shift, residual.sqrt().unsqueeze(-1), weight.mean(-1, keepdim=True)], dim=-1)
+
+
 # Modules after the last hidden state of a vision tower (final norms, pooling heads). OneDiff reads hidden states,
 # so these never receive a gradient; they are frozen to keep "every trainable parameter gets a gradient" true.
 _VISION_OUTPUT_MODULES = ("post_layernorm", "layernorm", "head", "pooler")
