@@ -88,6 +88,10 @@ class OneDiffConfig(PreTrainedConfig):
             Adds one context token per delta feature layer holding that layer's global change: the mean of B-A, the
             mean of |B-A| and the change of each channel's spread over the patches (layer-normed, projected). Global
             photo edits (brightness, blur, a colour cast) live there, not in any single patch.
+        delta_alignment (`bool`, *optional*, defaults to `False`):
+            Adds one context token per delta feature layer holding where B's patches came from in A, as an affine map
+            fitted to soft feature matches (`affine_alignment`: 8 numbers, projected). Global statistics are the same
+            for a left-right and a top-bottom mirror, or a turn either way; the map tells them apart.
         delta_zoom_patches (`int`, *optional*, defaults to 0):
             A zoom on the change: the delta module's context keeps only the this many patches whose raw features
             changed most (|B-A| relative to the layer's mean, averaged over the delta feature layers), each tagged
@@ -163,6 +167,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_global_difference: bool = False
     delta_zoom_patches: int = 0
     delta_shift_tolerance: int = 0
+    delta_alignment: bool = False
     delta_change_fields: dict[str, list[str]] | None = None
     use_image_tokens: bool = True
     delta_attention_dropout: float = 0.0
@@ -224,6 +229,8 @@ class OneDiffConfig(PreTrainedConfig):
             raise ValueError(f"`delta_difference_prior` must be a number, got {self.delta_difference_prior!r}")
         if not isinstance(self.delta_global_difference, bool):
             raise ValueError(f"`delta_global_difference` must be a bool, got {self.delta_global_difference!r}")
+        if not isinstance(self.delta_alignment, bool):
+            raise ValueError(f"`delta_alignment` must be a bool, got {self.delta_alignment!r}")
         zoom = self.delta_zoom_patches
         if isinstance(zoom, bool) or not isinstance(zoom, int) or zoom < 0:
             raise ValueError(f"`delta_zoom_patches` must be a non-negative integer (0: every patch), got {zoom!r}")

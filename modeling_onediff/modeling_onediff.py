@@ -92,6 +92,9 @@ def patch_positions(patch_grid: tuple[int, int], device=None) -> torch.Tensor:
     return torch.stack([grid_x.flatten(), grid_y.flatten()], dim=-1)
 
 
+ALIGNMENT_SIZE = 8  # affine_alignment's numbers per layer
+
+
 def affine_alignment(
     before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int], temperature: float = 0.05
 ) -> torch.Tensor:
@@ -396,6 +399,8 @@ class OneDiffDeltaInputs(ModelOutput):
         With `delta_difference_prior`, `relative_change` of the patches in the context.
     global_statistics (`torch.FloatTensor` of shape `(batch_size, num_layers, 3 * vision_hidden_size)`, *optional*):
         With `delta_global_difference`, `global_change_statistics` over every patch.
+    alignment (`torch.FloatTensor` of shape `(batch_size, num_layers, 8)`, *optional*):
+        With `delta_alignment`, `affine_alignment` of every patch.
     """
 
     before: torch.FloatTensor | None = None
@@ -404,6 +409,7 @@ class OneDiffDeltaInputs(ModelOutput):
     patches: torch.LongTensor | None = None
     relative: torch.FloatTensor | None = None
     global_statistics: torch.FloatTensor | None = None
+    alignment: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -445,6 +451,8 @@ class OneDiffVisualDeltaModule(nn.Module):
         if config.delta_global_difference:
             self.global_norm = nn.LayerNorm(3 * vision_size, eps=config.delta_layer_norm_eps)
             self.global_projection = nn.Linear(3 * vision_size, width)
+        # the map's 8 numbers are on a fixed scale (positions in [-1, 1], similarities): projected without a norm
+        self.alignment_projection = nn.Linear(ALIGNMENT_SIZE, width) if config.delta_alignment else None
         self.difference_prior_scale = None
         if config.delta_difference_prior:
             self.difference_prior_scale = nn.Parameter(torch.zeros(config.delta_num_attention_heads))
@@ -481,8 +489,11 @@ class OneDiffVisualDeltaModule(nn.Module):
             relative: `relative_change` of the patches in the context, `(batch_size, num_layers, num_patches)`.
         """
         prior = torch.log1p(relative).unsqueeze(2).expand(-1, -1, self.num_roles, -1).flatten(1)  # (B, L*R*N)
-        if self.global_projection is not None:  # no prior on the global tokens
-            prior = torch.cat([prior, prior.new_zeros(prior.shape[0], self.num_feature_layers)], dim=1)
+        extra_tokens = self.num_feature_layers * (
+            (self.global_projection is not None) + (self.alignment_projection is not None)
+        )
+        if extra_tokens:  # no prior on the global and alignment tokens
+            prior = torch.cat([prior, prior.new_zeros(prior.shape[0], extra_tokens)], dim=1)
         scale = self.difference_prior_scale.float()
         return scale[None, :, None, None] * prior[:, None, None, :]
 
@@ -502,6 +513,7 @@ class OneDiffVisualDeltaModule(nn.Module):
         global_statistics = None
         if self.global_projection is not None:  # global statistics always summarise every patch
             global_statistics = global_change_statistics(before, after, change)  # (B, L, 3 * Dv)
+        alignment = affine_alignment(before, after, patch_grid) if self.alignment_projection is not None else None
         patches = None
         if zoomed:
             patches = self.zoom(relative, patch_grid)
@@ -515,6 +527,7 @@ class OneDiffVisualDeltaModule(nn.Module):
             patches=patches,
             relative=relative if self.difference_prior_scale is not None else None,
             global_statistics=global_statistics,
+            alignment=alignment,
         )
 
     def build_context(self, inputs: OneDiffDeltaInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -543,6 +556,9 @@ class OneDiffVisualDeltaModule(nn.Module):
             statistics = self.global_norm(inputs.global_statistics.to(projected_before.dtype))
             global_tokens = self.global_projection(statistics) + self.layer_embeddings[None]
             context = torch.cat([context, global_tokens], dim=1)  # (B, L*R*N + L, D)
+        if self.alignment_projection is not None:
+            alignment = self.alignment_projection(inputs.alignment.to(context.dtype)) + self.layer_embeddings[None]
+            context = torch.cat([context, alignment], dim=1)  # then one alignment token per layer
         return context, difference
 
     def forward(

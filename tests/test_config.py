@@ -54,6 +54,7 @@ def test_round_trip_through_save_pretrained(tmp_path):
         ("vision_feature_layer", -30),
         ("delta_num_attention_heads", 5),
         ("delta_use_difference", "yes"),
+        ("delta_alignment", 1),
         ("delta_attention_dropout", 1.5),
         ("image_token_id", -3),
     ],

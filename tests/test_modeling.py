@@ -370,6 +370,26 @@ def test_difference_prior_points_the_delta_module_at_the_changed_patch():
     torch.testing.assert_close(same_on, same_off)  # identical images: no |B-A|, no bias at all
 
 
+def test_alignment_tokens_tell_a_left_right_mirror_from_a_top_bottom_one():
+    model, _ = tiny_model_and_processor("clip-llama", delta_alignment=True)
+    module = model.model.delta_module
+    layers, width = len(model.config.delta_feature_layers), model.config.vision_config.hidden_size
+    before = torch.randn(1, layers, 16, width, generator=torch.Generator().manual_seed(0))
+    grid = before.unflatten(2, (4, 4))
+    mirrored, upside_down = grid.flip(3).flatten(2, 3), grid.flip(2).flatten(2, 3)
+    for after, matrix in ((before, [1, 0, 0, 1]), (mirrored, [-1, 0, 0, 1]), (upside_down, [1, 0, 0, -1])):
+        inputs = module.prepare_inputs(before, after, (4, 4))
+        expected = torch.tensor(matrix, dtype=torch.float32).expand(1, layers, 4)
+        torch.testing.assert_close(inputs.alignment[..., :4], expected, atol=0.05, rtol=0)
+    # one token per layer after the patches; the mirror images read differently, and the projection learns
+    context, _ = module.build_context(inputs)
+    assert context.shape[1] == layers * 3 * 16 + layers
+    other, _ = module.build_context(module.prepare_inputs(before, mirrored, (4, 4)))
+    assert not torch.allclose(context[:, -layers:], other[:, -layers:], atol=1e-3)
+    module.attend(inputs).last_hidden_state.square().sum().backward()
+    assert module.alignment_projection.weight.grad.abs().sum() > 0
+
+
 def test_global_difference_tokens_carry_each_layers_global_change():
     model, processor = tiny_model_and_processor("clip-llama", delta_global_difference=True, delta_difference_prior=1.0)
     module = model.model.delta_module

@@ -412,7 +412,9 @@ def test_delta_supervision_caches_features_learns_and_resumes_exactly(workspace,
 
 def test_zoomed_delta_module_trains_from_its_compact_inputs(workspace, tmp_path):
     zoom = {"delta_zoom_patches": 4, "delta_shift_tolerance": 1, "delta_difference_prior": 1.0}
-    model_dir = save_tiny_model(tmp_path / "model", num_delta_queries=12, delta_global_difference=True, **zoom)
+    model_dir = save_tiny_model(
+        tmp_path / "model", num_delta_queries=12, delta_global_difference=True, delta_alignment=True, **zoom
+    )
     args = ["--model_name_or_path", model_dir, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]
     args += ["--feature_cache_dir", tmp_path / "features", "--per_device_train_batch_size", "4"]
     pretrain_delta.main([str(a) for a in [*args, "--num_train_epochs", "2"]])

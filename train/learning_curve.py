@@ -53,6 +53,14 @@ DESIGNS = {
         "delta_global_difference": True,
         "delta_shift_tolerance": 1,
     },
+    # and the affine map of where B's patches came from in A (mirror images, turns, zooms)
+    "zoom16-shift-align": {
+        "delta_zoom_patches": 16,
+        "delta_difference_prior": 1.0,
+        "delta_global_difference": True,
+        "delta_shift_tolerance": 1,
+        "delta_alignment": True,
+    },
 }
 SOURCES = ("scene-change", "photo-edit")
 

@@ -317,6 +317,7 @@ class DeltaInputs:
                 patches=torch.from_numpy(self.zoomed["patches"])[pick].long(),
                 relative=torch.from_numpy(self.zoomed["relative"])[pick] if "relative" in self.zoomed else None,
                 global_statistics=torch.from_numpy(self.zoomed["global"])[pick] if "global" in self.zoomed else None,
+                alignment=torch.from_numpy(self.zoomed["alignment"])[pick] if "alignment" in self.zoomed else None,
             )
         batch = torch.from_numpy(np.asarray(self.features[np.sort(indices)])).float()  # sorted: sequential reads
         batch = batch[torch.from_numpy(np.argsort(np.argsort(indices)))]
@@ -339,6 +340,7 @@ def delta_inputs(module, features: np.ndarray, features_path: Path, batch_size: 
                 "delta_shift_tolerance",
                 "delta_difference_prior",
                 "delta_global_difference",
+                "delta_alignment",
             )
         },
     }
@@ -355,8 +357,8 @@ def delta_inputs(module, features: np.ndarray, features_path: Path, batch_size: 
 
 def zoomed_inputs(inputs: DeltaInputs, batch_size: int, desc: str) -> dict[str, np.ndarray]:
     """Every pair's zoomed `OneDiffDeltaInputs` as arrays: the kept patches' features in float16 (the cache's own
-    values), their indices, and float32 relative change and global statistics (computed from every patch)."""
-    parts: dict[str, list] = {"before_after": [], "patches": [], "relative": [], "global": []}
+    values), their indices, and float32 relative change, global statistics and alignment (from every patch)."""
+    parts: dict[str, list] = {"before_after": [], "patches": [], "relative": [], "global": [], "alignment": []}
     for start in tqdm(range(0, len(inputs), batch_size), desc=desc, mininterval=30):
         batch = inputs.batch(np.arange(start, min(start + batch_size, len(inputs))))
         parts["before_after"].append(torch.stack([batch.before, batch.after], dim=1).half().numpy())
@@ -365,6 +367,8 @@ def zoomed_inputs(inputs: DeltaInputs, batch_size: int, desc: str) -> dict[str, 
             parts["relative"].append(batch.relative.numpy())
         if batch.global_statistics is not None:
             parts["global"].append(batch.global_statistics.numpy())
+        if batch.alignment is not None:
+            parts["alignment"].append(batch.alignment.numpy())
     return {name: np.concatenate(arrays) for name, arrays in parts.items() if arrays}
 
 
