@@ -7,7 +7,7 @@ import pytest
 from onediff_idc import cli, default_model, model_card
 from onediff_idc.eval import conditioning_gap, difference_baseline
 from onediff_idc.spaces_demo import app
-from onediff_idc.train import learning_curve, probe_global_difference, probe_localisation
+from onediff_idc.train import learning_curve, probe_alignment, probe_global_difference, probe_localisation
 
 PARSERS = {
     "onediff": cli.build_parser,
@@ -16,6 +16,7 @@ PARSERS = {
     "python -m onediff_idc.eval.conditioning_gap": conditioning_gap.build_parser,
     "python -m onediff_idc.eval.difference_baseline": difference_baseline.build_parser,
     "train/learning_curve.py": learning_curve.build_parser,
+    "train/probe_alignment.py": probe_alignment.build_parser,
     "train/probe_global_difference.py": probe_global_difference.build_parser,
     "train/probe_localisation.py": probe_localisation.build_parser,
     "spaces_demo/app.py": app.build_parser,

@@ -22,7 +22,7 @@ from transformers import pipeline
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from onediff_idc.model_card import push_checkpoint
-from onediff_idc.processing.build import BuildSpec, build
+from onediff_idc.processing.build import PHOTO_TYPES, BuildSpec, build
 from onediff_idc.processing.phrasing import parse_caption
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
@@ -542,6 +542,28 @@ def test_global_difference_probe_reports_every_layer_set(workspace, tmp_path):
     assert json.loads((tmp_path / "p.json").read_text()) == report
     assert set(report["layer_sets"]) == {"0"}  # the tiny tower has 3 layers: only layer 0 of the sets fits
     assert 0 <= report["layer_sets"]["0"]["exact"] <= 1 and report["validation_pairs"] > 0
+
+
+def test_alignment_probe_reads_pretrain_deltas_feature_cache(workspace, tmp_path):
+    from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+    from onediff_idc.processing.schema import load_diffcap
+    from onediff_idc.train import probe_alignment
+
+    model = OneDiffForConditionalGeneration.from_pretrained(workspace / "tiny-model")
+    processor = OneDiffProcessor.from_pretrained(workspace / "tiny-model")
+    data = load_diffcap(workspace / "data", splits=("train", "validation"))
+    vocab, _ = pretrain_delta.change_labels(data["train"]["change"])
+    validation, _ = pretrain_delta.known_changes(data["validation"], vocab)  # the rows pretrain_delta caches
+    for split, rows in (("train", data["train"]), ("validation", validation)):
+        pretrain_delta.cache_features(model, processor, rows, tmp_path / "features" / f"{split}.npy", 4)
+    argv = ["--data", str(workspace / "data"), "--features", str(tmp_path / "features")]
+    report = probe_alignment.main([*argv, "--out", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text()) == report
+    assert set(report["feature_sets"]) == {"global", "alignment", "both"}
+    assert report["validation_pairs"] == validation["source"].count("photo-edit") > 0
+    for scores in report["feature_sets"].values():
+        assert 0 <= scores["exact"] <= 1 and scores["by_change_type"]
+        assert set(scores["by_change_type"]) <= {*PHOTO_TYPES, "no_change"}  # photo edits only
 
 
 def test_localisation_probe_scores_each_shift_tolerance(workspace, tmp_path):

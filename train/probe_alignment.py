@@ -58,13 +58,17 @@ def probe(x_train, y_train, x_eval, y_eval) -> np.ndarray:
     return right
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="the generated DiffCap folder the feature cache was made from")
     parser.add_argument("--features", required=True, help="pretrain_delta feature cache (train/validation.npy)")
     parser.add_argument("--out", required=True, help="JSON report")
     parser.add_argument("--train_pairs", type=int, default=2000, help="photo-edit training pairs to fit on")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     started = time.perf_counter()
 
     data = load_diffcap(args.data, splits=("train", "validation"))
