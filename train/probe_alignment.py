@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from modeling_onediff.modeling_onediff import affine_alignment, global_change_statistics
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.pretrain_delta import change_labels, known_changes
+from onediff_idc.train.probe_global_difference import field_probes
 
 
 def pair_inputs(features: np.ndarray, rows: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
@@ -39,23 +38,6 @@ def pair_inputs(features: np.ndarray, rows: np.ndarray, batch_size: int = 64) ->
         stats.append(global_change_statistics(before, after).flatten(1).numpy())
         aligned.append(affine_alignment(before, after, (side, side)).flatten(1).numpy())
     return {"global": np.concatenate(stats), "alignment": np.concatenate(aligned)}
-
-
-def probe(x_train, y_train, x_eval, y_eval) -> np.ndarray:
-    """Which validation fields one logistic regression per field gets right: `(pairs, fields)`."""
-    scaler = StandardScaler().fit(x_train)
-    x_train, x_eval = scaler.transform(x_train), scaler.transform(x_eval)
-    right = np.ones(y_eval.shape, dtype=bool)
-    for k in range(y_train.shape[1]):
-        seen, present = y_train[:, k] != -100, y_eval[:, k] != -100
-        if not present.any():
-            continue
-        if len(set(y_train[seen, k])) < 2:
-            right[present, k] = y_eval[present, k] == y_train[seen, k][0]
-            continue
-        classifier = LogisticRegression(max_iter=3000).fit(x_train[seen], y_train[seen, k])
-        right[present, k] = classifier.predict(x_eval[present]) == y_eval[present, k]
-    return right
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, parts in {"global": ["global"], "alignment": ["alignment"], "both": ["global", "alignment"]}.items():
         fit = np.concatenate([x_train[p] for p in parts], axis=1)
         held = np.concatenate([x_eval[p] for p in parts], axis=1)
-        exact = probe(fit, y_train, held, y_eval).all(1)
+        exact = field_probes(fit, y_train, held, y_eval, max_iter=3000).all(1)
         report["feature_sets"][name] = {
             "exact": round(float(exact.mean()), 4),
             "by_change_type": {t: round(float(exact[types == t].mean()), 4) for t in sorted(set(types))},

@@ -44,6 +44,24 @@ def global_statistics(vision, processor, pairs: list, batch_size: int = 16) -> n
     return np.concatenate(rows)
 
 
+def field_probes(x_train, y_train, x_eval, y_eval, max_iter: int) -> np.ndarray:
+    """Which validation fields one logistic regression per change field (standardised inputs) gets right:
+    `(pairs, fields)`; fields a pair lacks (-100) count as right, a field with one training value predicts it."""
+    scaler = StandardScaler().fit(x_train)
+    x_train, x_eval = scaler.transform(x_train), scaler.transform(x_eval)
+    right = np.ones(y_eval.shape, dtype=bool)
+    for k in range(y_train.shape[1]):
+        seen, present = y_train[:, k] != -100, y_eval[:, k] != -100
+        if not present.any():
+            continue
+        if len(set(y_train[seen, k])) < 2:
+            right[present, k] = y_eval[present, k] == y_train[seen, k][0]
+            continue
+        classifier = LogisticRegression(max_iter=max_iter).fit(x_train[seen], y_train[seen, k])
+        right[present, k] = classifier.predict(x_eval[present]) == y_eval[present, k]
+    return right
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="OneDiff checkpoint whose vision tower is probed")
@@ -80,20 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, layers in layer_sets(vision.config.num_hidden_layers).items():
         x_train = train_stats[:, layers].reshape(len(train_stats), -1)
         x_eval = eval_stats[:, layers].reshape(len(eval_stats), -1)
-        scaler = StandardScaler().fit(x_train)
-        x_train, x_eval = scaler.transform(x_train), scaler.transform(x_eval)
-        right = np.ones(eval_labels.shape, dtype=bool)
-        for k in range(train_labels.shape[1]):
-            seen = train_labels[:, k] != -100
-            present = eval_labels[:, k] != -100
-            if not present.any():
-                continue
-            if len(set(train_labels[seen, k])) < 2:
-                right[present, k] = eval_labels[present, k] == train_labels[seen, k][0]
-                continue
-            classifier = LogisticRegression(max_iter=2000).fit(x_train[seen], train_labels[seen, k])
-            right[present, k] = classifier.predict(x_eval[present]) == eval_labels[present, k]
-        exact = right.all(1)
+        exact = field_probes(x_train, train_labels, x_eval, eval_labels, max_iter=2000).all(1)
         report["layer_sets"][name] = {
             "exact": round(float(exact.mean()), 4),
             "by_change_type": {t: round(float(exact[types == t].mean()), 4) for t in sorted(set(types))},
