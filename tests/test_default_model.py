@@ -181,3 +181,22 @@ def test_config_overrides_name_only_the_onediff_fields_that_changed(tmp_path):
         "delta_zoom_patches": 4,
     }
     assert tiny_config(**overrides).to_dict() == {**base, **overrides}  # applying them gives the trained config
+
+
+def test_the_photo_examples_are_what_their_script_makes():
+    """examples/make_photo_examples.py rewrites exactly the committed pairs (an identical pair stays identical)."""
+    import numpy as np
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from make_photo_examples import example_pairs
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    pairs = example_pairs()
+    assert set(pairs) <= set(_ground_truths())
+    for name, images in pairs.items():
+        for role, made in zip(("before", "after"), images):
+            with Image.open(EXAMPLES / f"{name}_{role}.png") as committed:
+                assert np.array_equal(np.asarray(committed.convert("RGB")), np.asarray(made)), (name, role)
+    before, after = (np.asarray(Image.open(EXAMPLES / f"photo_identical_{role}.png")) for role in ("before", "after"))
+    assert np.array_equal(before, after)
