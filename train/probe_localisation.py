@@ -8,7 +8,13 @@ to look from each patch's change between the images (`relative_change` of the de
 measures that choice on generated pairs that record where they changed (`change_regions`), for same-position
 |B-A| (shift tolerance 0) and for the jitter-tolerant difference (`delta_shift_tolerance` 1, 2): the pointing game
 of the top patch, how often the zoom's top-k patches include a changed patch, and how well the top patch's change
-tells changed pairs from unchanged ones (AUROC; no-change pairs of scenes have camera and light jitter).
+tells changed pairs from unchanged ones (AUROC; no-change pairs of scenes have camera and light jitter), overall and
+for the decision the default model gets wrong most: an object's colour or material changed vs nothing changed.
+`--layer_sets` compares which tower layers the change is measured on (hidden state 0 is the patch embedding, linear
+in the pixels), each set at every shift tolerance:
+
+    python train/probe_localisation.py --base ~/.cache/onediff/default-base --data runs/probe-data --split test \
+        --layer_sets 4,8,12 0 0,4,8,12 --shift_tolerances 1 --out docs/no-change-probe.json
 """
 
 import argparse
@@ -35,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_pairs", type=int, default=400, help="probe the first N pairs of the split")
     parser.add_argument("--shift_tolerances", type=int, nargs="+", default=[0, 1, 2], help="radii to compare")
     parser.add_argument("--top_k", type=int, default=16, help="patches the zoom keeps")
+    parser.add_argument(
+        "--layer_sets",
+        nargs="+",
+        default=None,
+        help="comma-separated hidden-state indices per set, e.g. 4,8,12 0 (default: the model's delta layers)",
+    )
     parser.add_argument("--out", required=True, help="JSON report")
     return parser
 
@@ -46,26 +58,31 @@ def main(argv: list[str] | None = None) -> dict:
     split = load_diffcap(args.data, splits=(args.split,))[args.split]
     split = split.select(range(min(args.max_pairs, len(split))))
     regions, change_types = split["change_regions"], split["change_type"]
-    layers = model.config.resolved_delta_feature_layers
+    delta_layers = model.config.resolved_delta_feature_layers
+    layer_sets = [[int(i) for i in text.split(",")] for text in args.layer_sets] if args.layer_sets else [delta_layers]
+    layers = sorted({layer for layer_set in layer_sets for layer in layer_set})
     patch = model.config.vision_config.patch_size
-    maps = {radius: [] for radius in args.shift_tolerances}
+    maps = {(tuple(layer_set), radius): [] for layer_set in layer_sets for radius in args.shift_tolerances}
     sizes = []
     for start in tqdm(range(0, len(split), 16), desc="probing", mininterval=30):
         pairs = split[start : start + 16]["images"]
-        states = pair_patch_states(model.model.vision_tower, processor, pairs, layers)  # (B, 2, L, N, D)
+        states = pair_patch_states(model.model.vision_tower, processor, pairs, layers).float()  # (B, 2, L, N, D)
         height, width = processor.image_processor([pairs[0][0]], return_tensors="pt")["pixel_values"].shape[-2:]
         grid = (height // patch, width // patch)
         with torch.no_grad():
-            for radius in args.shift_tolerances:
-                relative = relative_change(states[:, 0].float(), states[:, 1].float(), grid, radius).mean(1)
-                maps[radius] += list(relative.unflatten(-1, grid).numpy())
+            for layer_set, radius in maps:
+                picked = states[:, :, [layers.index(layer) for layer in layer_set]]
+                relative = relative_change(picked[:, 0], picked[:, 1], grid, radius).mean(1)
+                maps[layer_set, radius] += list(relative.unflatten(-1, grid).numpy())
         sizes += [pair[1].size for pair in pairs]
 
     located = [i for i, r in enumerate(regions) if r]
     labels = [change_type != NO_CHANGE for change_type in change_types]
     report = {"data": args.data, "split": args.split, "pairs": len(split), "pairs_with_regions": len(located)}
-    report["shift_tolerance"] = {}
-    for radius, grids in maps.items():
+    # the decision the default model misses most: one object's colour or material changed, or nothing did
+    object_vs_none = [i for i, t in enumerate(change_types) if t in ("color", "texture", NO_CHANGE)]
+    report["results"] = {}
+    for (layer_set, radius), grids in maps.items():
         peaks, boxes = zip(*(peak_and_box(processor, grids[i], sizes[i]) for i in range(len(grids))))
         scores = localisation_scores(peaks, boxes, regions)
         hits = []
@@ -75,13 +92,20 @@ def main(argv: list[str] | None = None) -> dict:
             centres = [processor.grid_box_to_pixels((c, r, c + 1, r + 1), grids[i].shape, sizes[i]) for r, c in cells]
             hits.append(any(point_in_regions(((x0 + x1) / 2, (y0 + y1) / 2), regions[i]) for x0, y0, x1, y1 in centres))
         peak_values = [float(g.max()) for g in grids]
-        report["shift_tolerance"][str(radius)] = {
+        report["results"][f"layers {','.join(map(str, layer_set))}, shift tolerance {radius}"] = {
+            "layers": list(layer_set),
+            "shift_tolerance": radius,
             "pointing_game": scores["pointing_game"],
             f"top_{args.top_k}_includes_change": float(np.mean(hits)) if hits else None,
             "change_vs_no_change_auroc": roc_auc(peak_values, labels),
+            "colour_or_material_vs_no_change_auroc": roc_auc(
+                [peak_values[i] for i in object_vs_none], [labels[i] for i in object_vs_none]
+            )
+            if object_vs_none
+            else None,
         }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report["shift_tolerance"], indent=1))
+    print(json.dumps(report["results"], indent=1))
     return report
 
 
