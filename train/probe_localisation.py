@@ -13,8 +13,10 @@ for the decision the default model gets wrong most: an object's colour or materi
 `--layer_sets` compares which tower layers the change is measured on (hidden state 0 is the patch embedding, linear
 in the pixels), each set at every shift tolerance:
 
-    python train/probe_localisation.py --base ~/.cache/onediff/default-base --data runs/probe-data --split test \
-        --layer_sets 4,8,12 0 0,4,8,12 --shift_tolerances 1 --out docs/no-change-probe.json
+    onediff data build --out runs/schema-data --seed 10 --scene-pairs 3000 --photo-pairs 2600 --caption-samples 0 \
+        --eval-fraction 0 --photos runs/photos
+    python train/probe_localisation.py --base ~/.cache/onediff/default-base --data runs/schema-data --split train \
+        --max_pairs 600 --layer_sets 4,8,12 0 0,4,8,12 4 8 --shift_tolerances 1 --out docs/no-change-probe.json
 """
 
 import argparse
