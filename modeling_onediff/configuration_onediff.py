@@ -112,6 +112,11 @@ class OneDiffConfig(PreTrainedConfig):
             value's words). The language model then reads the change as a handful of word-like tokens and only has
             to phrase it, so its caption says what the delta module decided; the delta projector is not built.
             `None` (the default): the paper's continuous delta tokens, one per query.
+        delta_no_change_logit_bias (`float`, *optional*, defaults to 0.0):
+            Added to the "none" score of the `type` change field at inference (not while training): a post-hoc logit
+            adjustment towards saying "no change", calibrated after training on validation pairs so that unchanged
+            pairs are called unchanged as often as changed pairs are called changed
+            (`train/calibrate_no_change.py`). Needs `delta_change_fields` with a `type` field that has a "none" value.
         use_image_tokens (`bool`, *optional*, defaults to `True`):
             Gives the language model both images' (pooled) patch tokens beside the delta tokens. `False` leaves only
             the delta tokens (no image projector): a much shorter sequence, for models whose delta tokens carry the
@@ -169,6 +174,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_shift_tolerance: int = 0
     delta_alignment: bool = False
     delta_change_fields: dict[str, list[str]] | None = None
+    delta_no_change_logit_bias: float = 0.0
     use_image_tokens: bool = True
     delta_attention_dropout: float = 0.0
     projector_hidden_act: str = "gelu"
@@ -238,6 +244,14 @@ class OneDiffConfig(PreTrainedConfig):
         if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
             raise ValueError(f"`delta_shift_tolerance` must be a non-negative integer (patches), got {shift!r}")
         self._check_change_fields()
+        if isinstance(self.delta_no_change_logit_bias, bool) or not isinstance(
+            self.delta_no_change_logit_bias, (int, float)
+        ):
+            raise ValueError(f"`delta_no_change_logit_bias` must be a number, got {self.delta_no_change_logit_bias!r}")
+        if self.delta_no_change_logit_bias and "none" not in (self.delta_change_fields or {}).get("type", []):
+            raise ValueError(
+                '`delta_no_change_logit_bias` needs `delta_change_fields` whose `type` field has a "none" value'
+            )
         if not isinstance(self.use_image_tokens, bool):
             raise ValueError(f"`use_image_tokens` must be a bool, got {self.use_image_tokens!r}")
         if not self.use_image_tokens and not self.use_delta_module:

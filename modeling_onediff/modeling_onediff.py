@@ -635,10 +635,21 @@ class OneDiffChangeHeads(nn.Module):
         self.offsets = [sum(self.num_classes[:k]) for k in range(len(self.num_classes))]
         self.classifiers = nn.ModuleList(nn.Linear(config.delta_hidden_size, n) for n in self.num_classes)
         self.value_embeddings = nn.Embedding(sum(self.num_classes), config.text_config.hidden_size)
+        self.no_change_logit_bias = float(config.delta_no_change_logit_bias)
+        self.no_change_class = None  # (field, class) of "type": "none", the class the bias favours
+        if self.no_change_logit_bias:
+            self.no_change_class = (self.fields.index("type"), config.delta_change_fields["type"].index("none"))
 
     def forward(self, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per field, the scores `(batch_size, num_values + 1)` read from its delta query."""
-        return tuple(classifier(queries[:, k]) for k, classifier in enumerate(self.classifiers))
+        """Per field, the scores `(batch_size, num_values + 1)` read from its delta query; at inference with
+        `delta_no_change_logit_bias`, "none" of the `type` field scores that much higher."""
+        logits = [classifier(queries[:, k]) for k, classifier in enumerate(self.classifiers)]
+        if self.no_change_class is not None and not self.training:
+            field, none = self.no_change_class
+            adjustment = torch.zeros_like(logits[field][0])
+            adjustment[none] = self.no_change_logit_bias
+            logits[field] = logits[field] + adjustment
+        return tuple(logits)
 
     def choose(self, logits: tuple[torch.Tensor, ...]) -> torch.LongTensor:
         """The highest-scoring class of every field: `(batch_size, num_fields)`."""

@@ -135,6 +135,46 @@ def export_trained(sft_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
     return dest
 
 
+# what a change-heads run (train/pretrain_delta.py, change_bottleneck) decides: how the pair is read and which value
+# each field takes; the phrasing (LoRA, the value embeddings) learns from true changes and is kept
+READING_PREFIXES = ("model.delta_module.", "model.change_heads.classifiers.")
+ADAPTER_PREFIX = "base_model.model."  # where peft's saved adapter keeps the model's own parameter names
+
+
+def replace_reading(heads_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
+    """Puts the delta module and change classifiers of a change-heads run into the shipped weights, keeping their
+    phrasing: the phrasing stage (`phrase_true_change`) reads each pair's true change, so it does not depend on
+    which heads choose the change, and a better reading ships without retraining it. The no-change calibration of
+    the old heads is dropped: run train/calibrate_no_change.py on the result."""
+    from safetensors.torch import load_file, save_file
+
+    heads_dir = Path(heads_dir)
+    if not (heads_dir / "model.safetensors").is_file():
+        raise ValueError(f"No model.safetensors in {heads_dir}: pass a change-heads run's final/ folder")
+    trained = json.loads((heads_dir / "config.json").read_text())
+    shipped_overrides = json.loads((dest / CONFIG_OVERRIDES).read_text())
+    if trained.get("delta_change_fields") != shipped_overrides.get("delta_change_fields"):
+        raise ValueError(
+            f"{heads_dir} was trained on other change fields or values than the shipped phrasing reads: "
+            "train the heads on the same data (or retrain the phrasing)"
+        )
+    heads = load_file(heads_dir / "model.safetensors")
+    reading = {k: v for k, v in heads.items() if k.startswith(READING_PREFIXES)}
+    adapter = load_file(dest / "adapter_model.safetensors")
+    kept = {k: v for k, v in adapter.items() if not k.removeprefix(ADAPTER_PREFIX).startswith(READING_PREFIXES)}
+    if len(kept) == len(adapter):
+        raise ValueError(f"The weights in {dest} hold no delta module to replace")
+    state = {**kept, **{ADAPTER_PREFIX + k: v.half().contiguous() for k, v in reading.items()}}
+    save_file(state, dest / "adapter_model.safetensors")
+    overrides = config_overrides(heads_dir / "config.json", assemble_base(progress=False) / "config.json")
+    overrides.pop("use_image_tokens", None)  # the phrasing run's setting stays
+    merged = {**shipped_overrides, **overrides}
+    # the old heads' calibration does not fit the new ones: calibrate again (train/calibrate_no_change.py)
+    merged.pop("delta_no_change_logit_bias", None)
+    (dest / CONFIG_OVERRIDES).write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    return dest
+
+
 def config_overrides(trained: Path, base: Path) -> dict:
     """The OneDiff fields (not the towers' configs or token ids) in which the trained config.json differs from the
     base's: what the base needs to become the trained architecture before the adapter goes on."""
@@ -206,6 +246,11 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="trained weights of a stage-2 run into onediff_idc/default_weights/")
     export.add_argument("--from", dest="source", required=True, help="stage-2 output_dir (with adapter/ and final/)")
+    reading = commands.add_parser(
+        "replace-reading",
+        help="a change-heads run's delta module and classifiers into the shipped weights, keeping their phrasing",
+    )
+    reading.add_argument("--heads", required=True, help="final/ folder of a train/pretrain_delta.py run")
     random_base = commands.add_parser(
         "random-base", help="the base checkpoint's architecture with random weights (the ablation without pretraining)"
     )
@@ -217,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "export":
         print(export_trained(args.source))
+    elif args.command == "replace-reading":
+        print(replace_reading(args.heads))
     else:
         print(assemble_base(Path(args.out), random_towers=True))
 

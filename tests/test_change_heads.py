@@ -237,3 +237,44 @@ def test_knows_change_says_which_changes_the_fields_can_state():
     assert config.knows_change('{"type": "add", "color": "red"}')
     assert not config.knows_change({"type": "drop"}) and not config.knows_change({"size": "large"})
     assert not config.knows_change("")
+
+
+def test_no_change_logit_bias_moves_the_decision_and_the_probability_at_inference_only(tmp_path):
+    model, processor = bottleneck_model()
+    biased = OneDiffForConditionalGeneration(model.config.with_overrides(delta_no_change_logit_bias=3.5)).eval()
+    biased.load_state_dict(model.state_dict())
+    batch = chat_inputs(processor, pairs(2))
+    with torch.no_grad():
+        plain_logits = model(**batch).image_outputs.change_logits
+        biased_outputs = biased(**batch).image_outputs
+    torch.testing.assert_close(biased_outputs.change_logits[0], plain_logits[0])  # other fields untouched
+    torch.testing.assert_close(biased_outputs.change_logits[2][:, :2], plain_logits[2][:, :2])
+    torch.testing.assert_close(biased_outputs.change_logits[2][:, 2], plain_logits[2][:, 2] + 3.5)  # "none"
+    biased.train()  # training learns from the classifiers' own scores
+    with torch.no_grad():
+        torch.testing.assert_close(biased(**batch).image_outputs.change_logits[2], plain_logits[2])
+    biased.eval()
+
+    # a bias large enough makes every pair "no change": the chosen tokens, the probability and the caption follow
+    everything_none = OneDiffForConditionalGeneration(model.config.with_overrides(delta_no_change_logit_bias=1e4))
+    everything_none.load_state_dict(model.state_dict())
+    everything_none.eval().save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded = OneDiffForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert reloaded.config.delta_no_change_logit_bias == 1e4
+    with torch.no_grad():
+        visual = reloaded(**batch).image_outputs
+    chosen = torch.stack([scores.argmax(-1) for scores in visual.change_logits], 1)
+    assert (chosen[:, 2] == 2).all()
+    torch.testing.assert_close(visual.delta_hidden_states, reloaded.model.change_heads.embed(chosen))
+    captioner = pipeline("image-difference-captioning", model=str(tmp_path), trust_remote_code=True)
+    before, after = pairs(1)[0]
+    result = captioner({"before": before, "after": after}, max_new_tokens=2, return_change_probability=True)
+    assert result["change_probability"] == pytest.approx(0.0, abs=1e-9)
+
+    with pytest.raises(ValueError, match="must be a number"):
+        tiny_config(delta_change_fields=FIELDS, delta_no_change_logit_bias="high")
+    with pytest.raises(ValueError, match='has a "none" value'):
+        tiny_config(delta_change_fields={"type": ["add", "drop"]}, delta_no_change_logit_bias=1.0)
+    with pytest.raises(ValueError, match='has a "none" value'):
+        tiny_config(delta_no_change_logit_bias=1.0)

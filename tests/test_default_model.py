@@ -202,3 +202,50 @@ def test_the_photo_examples_are_what_their_script_makes():
                 assert np.array_equal(np.asarray(committed.convert("RGB")), np.asarray(made)), (name, role)
     before, after = (np.asarray(Image.open(EXAMPLES / f"photo_identical_{role}.png")) for role in ("before", "after"))
     assert np.array_equal(before, after)
+
+
+@needs_model
+def test_replace_reading_swaps_the_delta_module_and_classifiers_and_keeps_the_phrasing(tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dest = tmp_path / "weights"
+    shutil.copytree(default_model.WEIGHTS_DIR, dest)
+    shipped = load_file(dest / "adapter_model.safetensors")
+    overrides = json.loads((dest / default_model.CONFIG_OVERRIDES).read_text())
+    base_config = json.loads((default_model.assemble_base(progress=False) / "config.json").read_text())
+    prefix = default_model.ADAPTER_PREFIX
+    reading = {k.removeprefix(prefix): v for k, v in shipped.items() if ".delta_module." in k or ".classifiers." in k}
+    assert reading and all(k.startswith(default_model.READING_PREFIXES) for k in reading)
+    # a heads run that reads one more vision layer: its own layer embeddings and other weights everywhere
+    trained = {k: torch.randn(v.shape, dtype=torch.float32) for k, v in reading.items()}
+    trained["model.delta_module.layer_embeddings"] = torch.randn(
+        4, reading["model.delta_module.layer_embeddings"].shape[1]
+    )
+    trained["model.change_heads.value_embeddings.weight"] = torch.randn(3, 5)  # not the phrasing's: must not ship
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    save_file(trained, heads / "model.safetensors")
+    config = {**base_config, **overrides, "delta_feature_layers": [0, 4, 8, 12], "use_image_tokens": True}
+    (heads / "config.json").write_text(json.dumps(config))
+
+    default_model.replace_reading(heads, dest)
+    swapped = load_file(dest / "adapter_model.safetensors")
+    assert set(swapped) == set(shipped)
+    for name, value in swapped.items():
+        if name.removeprefix(prefix) in reading:
+            assert torch.equal(value, trained[name.removeprefix(prefix)].half()), name
+        else:  # LoRA and the value embeddings the phrasing learned
+            assert torch.equal(value, shipped[name]), name
+    overrides.pop("delta_no_change_logit_bias", None)  # calibrated for the old heads
+    assert json.loads((dest / default_model.CONFIG_OVERRIDES).read_text()) == {
+        **overrides,
+        "delta_feature_layers": [0, 4, 8, 12],
+    }
+
+    config["delta_change_fields"] = {**config["delta_change_fields"], "size": ["tiny", "huge"]}
+    (heads / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="other change fields"):
+        default_model.replace_reading(heads, dest)

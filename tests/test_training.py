@@ -347,8 +347,18 @@ def test_the_next_default_models_recipes_parse_and_chain(tmp_path, monkeypatch):
     assert "--config train/configs/default-v2/phrase.yaml" in readme
     # the scripts that run them: valid bash, the same recipes, evaluation of what the phrasing run wrote
     scripts = CONFIGS / "default-v2"
-    for script in [*scripts.glob("*.sh"), CONFIGS / "default" / "curves-zoom.sh"]:
+    for script in [*scripts.glob("*.sh"), CONFIGS / "default" / "curves-zoom.sh", CONFIGS / "evaluate-default.sh"]:
         subprocess.run(["bash", "-n", str(script)], check=True)
+    # the ablation is the shipped recipe with one part off
+    ablation = CONFIGS / "default-v2" / "heads-no-align.yaml"
+    ablated_model, ablated_args = pretrain_delta.parse(["--config", str(ablation)])
+    changed = {k: v for k, v in vars(ablated_args).items() if vars(heads_args)[k] != v}
+    assert set(changed) <= {"output_dir", "logging_dir"} and ablated_args.output_dir == "runs/default-v2-heads-no-align"
+    overrides = heads_model.model_config_overrides
+    assert (
+        ablated_model.model_config_overrides == {**overrides, "delta_alignment": False} and overrides["delta_alignment"]
+    )
+    assert f"--config {ablation.relative_to(REPO)}" in (scripts / "ablations.sh").read_text()
     train_script = (scripts / "train.sh").read_text()
     assert all(f"--config {recipe.relative_to(REPO)}" in train_script for recipe in (heads_recipe, phrase_recipe))
     phrase_output = yaml.safe_load(phrase_recipe.read_text())["output_dir"]
@@ -445,6 +455,24 @@ def test_zoomed_delta_module_trains_from_its_compact_inputs(workspace, tmp_path)
     assert pretrain_delta.delta_inputs(module, features, path).zoomed["patches"].shape == (len(features), 6)
     assert len(list((tmp_path / "features").glob("train.zoom-*.npz"))) == 2
 
+    # a design reading fewer layers shares the cache of more: its inputs are those layers' own
+    fewer = OneDiffForConditionalGeneration.from_pretrained(
+        model_dir, delta_feature_layers=[1, 3], ignore_mismatched_sizes=True
+    )
+    fewer_module = fewer.model.delta_module
+    with torch.no_grad():
+        from_shared = pretrain_delta.delta_queries(
+            fewer, pretrain_delta.delta_inputs(fewer_module, features, path), indices
+        )
+        forward = fewer_module([rows[:, 0, i] for i in (0, 2)], [rows[:, 1, i] for i in (0, 2)]).last_hidden_state
+    torch.testing.assert_close(from_shared, forward)
+    assert len(list((tmp_path / "features").glob("train.zoom-*.npz"))) == 3
+    beyond = OneDiffForConditionalGeneration.from_pretrained(
+        model_dir, delta_feature_layers=[0, 1], ignore_mismatched_sizes=True
+    )
+    with pytest.raises(ValueError, match=r"missing \[0\]"):
+        pretrain_delta.delta_inputs(beyond.model.delta_module, features, path)
+
 
 def test_word_targets_pull_delta_tokens_onto_value_embeddings(workspace, tmp_path):
     model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
@@ -519,6 +547,7 @@ def test_learning_curves_score_each_design_and_a_rerun_continues_exactly(workspa
     for points in straight.values():
         assert [p["pairs_seen"] for p in points] == [8, 16]
         assert all(0 <= p[s]["exact"] <= 1 and p[s]["pairs"] > 0 for p in points for s in learning_curve.SOURCES)
+        assert set(points[-1]["photo-edit"]["by_change_type"]) <= {*PHOTO_TYPES, "no_change"}
     record = json.loads((tmp_path / "straight" / "curves.json").read_text())
     assert record["designs"]["prior"] == {"delta_difference_prior": 1.0}
     assert (tmp_path / "straight" / "curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -531,6 +560,20 @@ def test_learning_curves_score_each_design_and_a_rerun_continues_exactly(workspa
             torch.load(p / name / "state.pt", weights_only=False) for p in (tmp_path / "straight", tmp_path / "resumed")
         )
         assert all(torch.equal(first["delta_module"][k], second["delta_module"][k]) for k in first["delta_module"])
+
+    # a curve on one confusion: only those change types are trained and scored
+    focused = learning_curve.main(
+        [str(a) for a in ["--base", model, "--data", workspace / "data", "--out", tmp_path / "focused"]]
+        + ["--designs", "baseline", "--feature_cache_dir", str(tmp_path / "focused-features"), "--batch_size", "4"]
+        + ["--milestones", "4", "--change_types", "no_change", "color", "brightness"]
+    )
+    for source in learning_curve.SOURCES:
+        assert set(focused["baseline"][0][source]["by_change_type"]) <= {"no_change", "color", "brightness"}
+    with pytest.raises(ValueError, match="No training or validation pairs"):
+        learning_curve.main(
+            [str(a) for a in ["--base", model, "--data", workspace / "data", "--out", tmp_path / "none"]]
+            + ["--designs", "baseline", "--batch_size", "4", "--milestones", "4", "--change_types", "no-such-type"]
+        )
 
 
 def test_global_difference_probe_reports_every_layer_set(workspace, tmp_path):
@@ -766,3 +809,60 @@ def test_change_bottleneck_heads_then_phrasing_of_the_true_change(workspace, tmp
     assert isinstance(
         pipe({"before": random_image(1), "after": random_image(2)}, max_new_tokens=3)["generated_text"], str
     )
+
+
+def test_no_change_calibration_picks_the_balanced_bias_and_the_model_applies_it(workspace, tmp_path):
+    from onediff_idc.train import calibrate_no_change
+
+    data = load_diffcap(workspace / "data", splits=("train", "validation"))
+    fields: dict[str, set] = {}
+    for change in [*data["train"]["change"], *data["validation"]["change"]]:
+        for name, value in json.loads(change).items() if change else ():
+            fields.setdefault(name, set()).add(str(value))
+    model_dir = save_tiny_model(
+        tmp_path / "model",
+        num_delta_queries=len(fields),
+        delta_change_fields={name: sorted(values) for name, values in fields.items()},
+        use_image_tokens=False,
+    )
+    overrides = tmp_path / "overrides.json"
+    overrides.write_text(json.dumps({"use_image_tokens": False}))
+    argv = ["--model", str(model_dir), "--data", str(workspace / "data"), "--split", "validation", "--batch_size", "4"]
+    wide = calibrate_no_change.main([*argv, "--grid", "-1000", "1000", "250", "--out", str(tmp_path / "w.json")])
+    assert (wide["curve"][0]["unchanged_said_no_change"], wide["curve"][0]["changed_not_said_no_change"]) == (0, 1)
+    assert (wide["curve"][-1]["unchanged_said_no_change"], wide["curve"][-1]["changed_not_said_no_change"]) == (1, 0)
+    report = calibrate_no_change.main([*argv, "--out", str(tmp_path / "c.json"), "--apply", str(overrides)])
+    assert json.loads((tmp_path / "c.json").read_text()) == report
+    curve, chosen = report["curve"], report["chosen"]
+    balance = [min(p["unchanged_said_no_change"], p["changed_not_said_no_change"]) for p in curve]
+    assert min(chosen["unchanged_said_no_change"], chosen["changed_not_said_no_change"]) == max(balance)
+    assert json.loads(overrides.read_text()) == {
+        "use_image_tokens": False,
+        "delta_no_change_logit_bias": chosen["bias"],
+    }
+    for point in curve:  # the bias favours "no change": one rate never falls as it grows, the other never rises
+        assert point["pairs"] == len(data["validation"]) and point["unchanged_pairs"] == 1
+    said = [p["unchanged_said_no_change"] for p in curve]
+    kept = [p["changed_not_said_no_change"] for p in curve]
+    assert said == sorted(said) and kept == sorted(kept, reverse=True)
+
+    # the model with the chosen bias (its own forward, not the sweep) says "no change" on exactly those pairs
+    from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+
+    for bias in (chosen["bias"], curve[0]["bias"], curve[-1]["bias"]):
+        model = OneDiffForConditionalGeneration.from_pretrained(model_dir, delta_no_change_logit_bias=bias).eval()
+        processor = OneDiffProcessor.from_pretrained(model_dir)
+        rows = data["validation"]
+        scores = calibrate_no_change.pair_scores(model, processor, rows, 5)
+        types = model.config.delta_change_fields["type"]
+        said_none = scores[list(model.config.delta_change_fields).index("type")].argmax(-1) == types.index("none")
+        unchanged = np.array([json.loads(c)["type"] == "none" for c in rows["change"]])
+        point = next(p for p in curve if p["bias"] == bias)
+        assert said_none[unchanged].mean() == point["unchanged_said_no_change"]
+        assert (~said_none[~unchanged]).mean() == point["changed_not_said_no_change"]
+
+    only_changed = data["validation"].filter(lambda t: t != "no_change", input_columns="change_type")
+    config = OneDiffForConditionalGeneration.config_class.from_pretrained(model_dir)
+    truth = np.array([config.encode_change(c) for c in only_changed["change"]])
+    with pytest.raises(ValueError, match="both unchanged and changed"):
+        calibrate_no_change.calibrate([np.zeros((len(truth), n)) for n in (3,) * len(fields)], truth, None, config, [0])

@@ -121,7 +121,11 @@ def load_model_and_processor(args: ModelArguments) -> tuple[OneDiffForConditiona
         config = OneDiffForConditionalGeneration.config_class.from_pretrained(args.model_name_or_path)
         had_heads = bool(config.delta_change_fields)
         config = config.with_overrides(**overrides)
-        model = OneDiffForConditionalGeneration.from_pretrained(args.model_name_or_path, config=config, dtype=dtype)
+        # an override may reshape a new part (another number of vision layers or queries): that part starts fresh,
+        # and transformers' load report names it
+        model = OneDiffForConditionalGeneration.from_pretrained(
+            args.model_name_or_path, config=config, dtype=dtype, ignore_mismatched_sizes=bool(overrides)
+        )
         processor = OneDiffProcessor.from_pretrained(args.model_name_or_path)
         if model.model.change_heads is not None and not had_heads:  # heads added by the overrides start at words
             model.model.change_heads.init_value_embeddings(

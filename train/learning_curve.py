@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
+from modeling_onediff import OneDiffConfig, OneDiffForConditionalGeneration, OneDiffProcessor
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.pretrain_delta import (
     ChangeHeads,
@@ -61,6 +61,16 @@ DESIGNS = {
         "delta_shift_tolerance": 1,
         "delta_alignment": True,
     },
+    # the same, reading also DINOv2's hidden state 0 (the patch embeddings, linear in the pixels): the deeper layers
+    # were trained to ignore colour jitter, so a colour or material change looks like a change of the light there
+    "zoom16-shift-align-l0": {
+        "delta_zoom_patches": 16,
+        "delta_difference_prior": 1.0,
+        "delta_global_difference": True,
+        "delta_shift_tolerance": 1,
+        "delta_alignment": True,
+        "delta_feature_layers": [0, 4, 8, 12],
+    },
 }
 SOURCES = ("scene-change", "photo-edit")
 
@@ -81,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_minutes", type=float, default=10.0, help="also save a design's state this often")
     parser.add_argument("--stop_after_minutes", type=float, default=None, help="save and stop after this long")
     parser.add_argument("--seed", type=int, default=0, help="heads' initialisation and the order of the pairs")
+    parser.add_argument(
+        "--change_types",
+        nargs="+",
+        default=None,
+        help="train and score only pairs of these change types (a zoom on one confusion, e.g. color texture no_change)",
+    )
     return parser
 
 
@@ -137,7 +153,7 @@ def run_design(name: str, args, data, labels, vocab, started: float, until: int)
 
     # the design's inputs from the shared feature cache (a zoomed design's own compact cache beside it)
     train_inputs = delta_inputs(model.model.delta_module, *data["train"])
-    eval_features, eval_path, eval_labels, eval_sources = data["eval"]
+    eval_features, eval_path, eval_labels, eval_sources, eval_types = data["eval"]
     eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path)
     train_labels = torch.from_numpy(labels["train"])
     num_train = len(labels["train"])
@@ -164,7 +180,7 @@ def run_design(name: str, args, data, labels, vocab, started: float, until: int)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         reached = [m for m in args.milestones if seen - len(indices) < m <= seen]
         if reached:
-            scores = score_by_source(model, heads, eval_inputs, eval_labels, eval_sources, args.batch_size)
+            scores = score_by_source(model, heads, eval_inputs, eval_labels, eval_sources, eval_types, args.batch_size)
             points.append({"pairs_seen": seen, "train_seconds": round(seconds, 1), **scores})
             bar.write(f"{name} @ {seen} pairs: " + ", ".join(f"{s} {scores[s]['exact']:.3f}" for s in SOURCES))
             save()
@@ -179,13 +195,14 @@ def run_design(name: str, args, data, labels, vocab, started: float, until: int)
     return points
 
 
-def score_by_source(model, heads, inputs, labels, sources, batch_size: int) -> dict:
+def score_by_source(model, heads, inputs, labels, sources, change_types, batch_size: int) -> dict:
     predictions, _ = predict_fields(model, heads, inputs, len(labels), batch_size)
     scores = {}
     for source in SOURCES:
         rows = np.array([s == source for s in sources])
-        report = score_fields(predictions[rows], labels[rows], [source] * int(rows.sum()), heads.fields)
-        scores[source] = {"exact": report["exact"], "pairs": report["pairs"], "fields": report["fields"]}
+        types = [t for t, keep in zip(change_types, rows) if keep]
+        report = score_fields(predictions[rows], labels[rows], types, heads.fields)
+        scores[source] = {key: report[key] for key in ("exact", "pairs", "fields", "by_change_type")}
     return scores
 
 
@@ -222,13 +239,27 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     splits = load_diffcap(args.data, splits=("train", "validation"))
     train = splits["train"].filter(lambda change: bool(change), input_columns="change")
+    validation = splits["validation"]
+    if args.change_types:
+        wanted = set(args.change_types)
+        train = train.filter(lambda change_type: change_type in wanted, input_columns="change_type")
+        validation = validation.filter(lambda change_type: change_type in wanted, input_columns="change_type")
+        if not len(train) or not len(validation):
+            raise ValueError(f"No training or validation pairs of change types {sorted(wanted)} in {args.data}")
     vocab, train_labels = change_labels(train["change"])
-    validation, eval_labels = known_changes(splits["validation"], vocab)
+    validation, eval_labels = known_changes(validation, vocab)
     keep = min(args.max_eval_pairs, len(validation))
     validation, eval_labels = validation.select(range(keep)), eval_labels[:keep]
 
-    # every design reads the same frozen tower and layers, so one feature cache serves them all
-    base = OneDiffForConditionalGeneration.from_pretrained(args.base)
+    # every design reads the same frozen tower, so one feature cache of the union of their layers serves them all
+    base_config = OneDiffConfig.from_pretrained(args.base)
+    layers = {
+        tuple(DESIGNS[name].get("delta_feature_layers", base_config.delta_feature_layers)) for name in args.designs
+    }
+    union = sorted(set().union(*layers))
+    base = OneDiffForConditionalGeneration.from_pretrained(
+        args.base, delta_feature_layers=union, ignore_mismatched_sizes=True
+    )
     processor = OneDiffProcessor.from_pretrained(args.base)
     cache = Path(args.feature_cache_dir) if args.feature_cache_dir else out / "features"
     features = cache_features(base, processor, train, cache / "train.npy", 16)
@@ -237,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     data = {
         "train": (features, cache / "train.npy"),
-        "eval": (eval_features, cache / "validation.npy", eval_labels, validation["source"]),
+        "eval": (eval_features, cache / "validation.npy", eval_labels, validation["source"], validation["change_type"]),
     }
     labels = {"train": train_labels}
     results_path = out / "curves.json"

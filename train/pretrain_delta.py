@@ -299,8 +299,15 @@ class DeltaInputs:
     17.1 pairs/s from the memory-mapped features, 45.7 from the compact inputs).
     """
 
-    def __init__(self, module, features: np.ndarray, zoomed: dict[str, np.ndarray] | None = None):
+    def __init__(
+        self,
+        module,
+        features: np.ndarray,
+        zoomed: dict[str, np.ndarray] | None = None,
+        layers: list[int] | None = None,
+    ):
         self.module, self.features, self.zoomed = module, features, zoomed
+        self.layers = layers  # positions of the module's layers in the cache's, when the cache holds more layers
         side = math.isqrt(features.shape[3])
         self.patch_grid = (side, side)  # the cache holds the processor's square crops
 
@@ -326,6 +333,8 @@ class DeltaInputs:
             )
         batch = torch.from_numpy(np.asarray(self.features[np.sort(indices)])).float()  # sorted: sequential reads
         batch = batch[torch.from_numpy(np.argsort(np.argsort(indices)))]
+        if self.layers is not None:
+            batch = batch[:, :, self.layers]
         with torch.no_grad():
             return self.module.prepare_inputs(batch[:, 0], batch[:, 1], self.patch_grid)
 
@@ -334,10 +343,13 @@ def delta_inputs(module, features: np.ndarray, features_path: Path, batch_size: 
     """`DeltaInputs` of `module` over cached `features` (saved at `features_path` by `cache_features`); with a zoom,
     its inputs are cached beside them, keyed by the features' fingerprint and the settings that choose them."""
     config = module.config
+    meta = json.loads(features_path.with_suffix(".json").read_text())
+    layers = cached_layer_positions(meta["layers"], config.resolved_delta_feature_layers)
     if not config.delta_zoom_patches:
-        return DeltaInputs(module, features)
+        return DeltaInputs(module, features, layers=layers)
     settings = {
-        "features": json.loads(features_path.with_suffix(".json").read_text())["fingerprint"],
+        "features": meta["fingerprint"],
+        **({"layers": config.resolved_delta_feature_layers} if layers is not None else {}),
         **{
             name: getattr(config, name)
             for name in (
@@ -352,12 +364,27 @@ def delta_inputs(module, features: np.ndarray, features_path: Path, batch_size: 
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = features_path.with_name(f"{features_path.stem}.zoom-{key}.npz")
     if not path.is_file():
-        zoomed = zoomed_inputs(DeltaInputs(module, features), batch_size, desc=f"zooming ({features_path.stem})")
+        zoomed = zoomed_inputs(
+            DeltaInputs(module, features, layers=layers), batch_size, desc=f"zooming ({features_path.stem})"
+        )
         with open(path.with_suffix(".tmp"), "wb") as handle:
             np.savez(handle, **zoomed)
         path.with_suffix(".tmp").replace(path)  # only a complete cache gets the final name
     with np.load(path) as stored:
         return DeltaInputs(module, features, {name: stored[name] for name in stored.files})
+
+
+def cached_layer_positions(cached: list[int], wanted: list[int]) -> list[int] | None:
+    """Where each of `wanted`'s vision layers sits in a cache of `cached` layers (None: the cache holds exactly these),
+    so that designs reading different layers share one cache of their union."""
+    if list(cached) == list(wanted):
+        return None
+    missing = sorted(set(wanted) - set(cached))
+    if missing:
+        raise ValueError(
+            f"The feature cache holds vision layers {cached}; the model reads {wanted} (missing {missing})"
+        )
+    return [list(cached).index(layer) for layer in wanted]
 
 
 def zoomed_inputs(inputs: DeltaInputs, batch_size: int, desc: str) -> dict[str, np.ndarray]:
