@@ -45,10 +45,9 @@ def pair_scores(model, processor, split, batch_size: int) -> list[np.ndarray]:
     scores = [[] for _ in model.config.delta_change_fields]
     for start in tqdm(range(0, len(split), batch_size), desc="scoring pairs", mininterval=30):
         pairs = split[start : start + batch_size]["images"]
-        flat = [image.convert("RGB") for pair in pairs for image in pair]
-        pixel_values = processor.image_processor(flat, return_tensors="pt")["pixel_values"]
+        pixel_values = processor(images=pairs, return_tensors="pt")["pixel_values"]  # (pairs, 2, C, H, W)
         with torch.no_grad():
-            logits = model.get_image_features(pixel_values.unflatten(0, (len(pairs), 2))).change_logits
+            logits = model.get_image_features(pixel_values).change_logits
         for field, field_scores in zip(scores, logits):
             field.append(field_scores.float().numpy())
     return [np.concatenate(field) for field in scores]
