@@ -103,6 +103,12 @@ class OneDiffConfig(PreTrainedConfig):
             the zoom: a patch's change is then its distance to the nearest patch of the other image within this many
             rows and columns (the larger of both directions, so that added and removed objects both stand out).
             Camera jitter moves every patch a little; with 0 (same-position |B-A|) that motion reads as change.
+        delta_pixel_statistics (`bool`, *optional*, defaults to `False`):
+            Also reads the pixels: each patch's mean and spread of every colour channel, in both images
+            (`patch_pixel_statistics`). Their shift-tolerant change joins the tower layers' in the zoom and the prior,
+            and every patch in the context gets one more token holding its statistics in A, in B, their difference
+            and their change. DINOv2 was trained to ignore colour: a recoloured object barely moves its features
+            (less than light jitter moves a metal highlight), while its pixels change plainly.
         delta_change_fields (`dict[str, list[str]]`, *optional*):
             A discrete bottleneck between the delta module and the language model, for models trained on changes with
             known structure (the package's generated pairs): field name -> its values, e.g. `{"type": ["add", "drop",
@@ -173,6 +179,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_zoom_patches: int = 0
     delta_shift_tolerance: int = 0
     delta_alignment: bool = False
+    delta_pixel_statistics: bool = False
     delta_change_fields: dict[str, list[str]] | None = None
     delta_no_change_logit_bias: float = 0.0
     use_image_tokens: bool = True
@@ -237,6 +244,8 @@ class OneDiffConfig(PreTrainedConfig):
             raise ValueError(f"`delta_global_difference` must be a bool, got {self.delta_global_difference!r}")
         if not isinstance(self.delta_alignment, bool):
             raise ValueError(f"`delta_alignment` must be a bool, got {self.delta_alignment!r}")
+        if not isinstance(self.delta_pixel_statistics, bool):
+            raise ValueError(f"`delta_pixel_statistics` must be a bool, got {self.delta_pixel_statistics!r}")
         zoom = self.delta_zoom_patches
         if isinstance(zoom, bool) or not isinstance(zoom, int) or zoom < 0:
             raise ValueError(f"`delta_zoom_patches` must be a non-negative integer (0: every patch), got {zoom!r}")

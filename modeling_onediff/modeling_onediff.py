@@ -144,7 +144,7 @@ def nearest_patch_distance(
     return nearest.flatten(2)
 
 
-def relative_change(
+def change_magnitude(
     before: torch.Tensor,
     after: torch.Tensor,
     patch_grid: tuple[int, int],
@@ -152,20 +152,48 @@ def relative_change(
     change: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """
-    Each patch's change over the mean change of its layer: `(batch_size, num_layers, num_patches)`, from raw
-    features of shape `(batch_size, num_layers, num_patches, vision_hidden_size)`. The change is |B-A| at the same
-    position or, with `shift_tolerance` r, the distance to the nearest patch of the other image within r rows and
-    columns, taken both ways (an added object has no match in A, a removed one none in B). `change` is `after -
-    before` if the caller has it already.
+    Each patch's change: `(batch_size, num_layers, num_patches)`, from raw features of shape `(batch_size,
+    num_layers, num_patches, vision_hidden_size)`. The change is |B-A| at the same position or, with
+    `shift_tolerance` r, the distance to the nearest patch of the other image within r rows and columns, taken both
+    ways (an added object has no match in A, a removed one none in B). `change` is `after - before` if the caller has
+    it already.
     """
     if shift_tolerance == 0:
-        magnitude = (after - before if change is None else change).float().norm(dim=-1)
-    else:
-        magnitude = torch.maximum(
-            nearest_patch_distance(after, before, patch_grid, shift_tolerance),
-            nearest_patch_distance(before, after, patch_grid, shift_tolerance),
-        )
+        return (after - before if change is None else change).float().norm(dim=-1)
+    return torch.maximum(
+        nearest_patch_distance(after, before, patch_grid, shift_tolerance),
+        nearest_patch_distance(before, after, patch_grid, shift_tolerance),
+    )
+
+
+def relative_change(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    patch_grid: tuple[int, int],
+    shift_tolerance: int = 0,
+    change: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`change_magnitude` over the mean change of its layer's patches: where an image changed most, whatever the
+    layer's scale (`(batch_size, num_layers, num_patches)`)."""
+    magnitude = change_magnitude(before, after, patch_grid, shift_tolerance, change)
     return magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
+
+
+PIXEL_STATISTICS_PER_CHANNEL = 2  # mean and standard deviation
+
+
+def patch_pixel_statistics(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """
+    Each patch's mean and standard deviation of every channel, `(batch_size, num_patches, 2 * num_channels)` (means
+    first), from pixel values `(batch_size, num_channels, height, width)` cut into the tower's square patches (pixels
+    beyond the last whole patch are left out, as the tower's patch embedding leaves them). What colour a patch
+    holds, which DINOv2's features keep only faintly: the tower was trained to ignore colour jitter.
+    """
+    height, width = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
+    pixels = pixel_values[..., : height * patch_size, : width * patch_size].float()
+    pixels = pixels.unflatten(-1, (width, patch_size)).unflatten(-3, (height, patch_size))  # (B, C, h, p, w, p)
+    mean, std = pixels.mean(dim=(-3, -1)), pixels.std(dim=(-3, -1), correction=0)  # (B, C, h, w)
+    return torch.cat([mean, std], dim=1).flatten(2).transpose(1, 2)
 
 
 MAX_GRID_SIDE = 64  # patch rows/columns the zoom's position embeddings cover (896 px at patch 14)
@@ -401,6 +429,13 @@ class OneDiffDeltaInputs(ModelOutput):
         With `delta_global_difference`, `global_change_statistics` over every patch.
     alignment (`torch.FloatTensor` of shape `(batch_size, num_layers, 8)`, *optional*):
         With `delta_alignment`, `affine_alignment` of every patch.
+    pixel_statistics (`torch.FloatTensor` of shape `(batch_size, 2, num_patches or k, 2 * num_channels)`, *optional*):
+        With `delta_pixel_statistics`, `patch_pixel_statistics` of the patches in the context, before and after.
+    pixel_change (`torch.FloatTensor` of shape `(batch_size, num_patches or k)`, *optional*):
+        With `delta_pixel_statistics`, `relative_change` of those statistics (shift-tolerant like the features').
+    pixel_distance (`torch.FloatTensor` of shape `(batch_size, num_patches or k)`, *optional*):
+        With `delta_pixel_statistics`, their `change_magnitude`: how much, not only where (relative change peaks
+        as high in an unchanged jittered pair as in a changed one).
     """
 
     before: torch.FloatTensor | None = None
@@ -410,6 +445,9 @@ class OneDiffDeltaInputs(ModelOutput):
     relative: torch.FloatTensor | None = None
     global_statistics: torch.FloatTensor | None = None
     alignment: torch.FloatTensor | None = None
+    pixel_statistics: torch.FloatTensor | None = None
+    pixel_change: torch.FloatTensor | None = None
+    pixel_distance: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -453,9 +491,17 @@ class OneDiffVisualDeltaModule(nn.Module):
             self.global_projection = nn.Linear(3 * vision_size, width)
         # the map's 8 numbers are on a fixed scale (positions in [-1, 1], similarities): projected without a norm
         self.alignment_projection = nn.Linear(ALIGNMENT_SIZE, width) if config.delta_alignment else None
-        self.difference_prior_scale = None
+        # one pixel token per patch in the context: statistics in A, in B, B-A (normalised pixels, a fixed scale: no
+        # norm) and log1p of their change, relative and absolute
+        self.pixel_projection = None
+        self.num_pixel_statistics = PIXEL_STATISTICS_PER_CHANNEL * config.vision_config.num_channels
+        if config.delta_pixel_statistics:
+            self.pixel_projection = nn.Linear(3 * self.num_pixel_statistics + 2, width)
+        self.difference_prior_scale = self.pixel_prior_scale = None
         if config.delta_difference_prior:
             self.difference_prior_scale = nn.Parameter(torch.zeros(config.delta_num_attention_heads))
+            if config.delta_pixel_statistics:  # the pixel tokens' own scale: their change is on another footing
+                self.pixel_prior_scale = nn.Parameter(torch.zeros(config.delta_num_attention_heads))
         self.zoom_row_embeddings = self.zoom_column_embeddings = None
         if config.delta_zoom_patches:  # where a kept patch lies (zoomed contexts lose the grid's order)
             self.zoom_row_embeddings = nn.Parameter(torch.zeros(MAX_GRID_SIDE, width))
@@ -472,39 +518,65 @@ class OneDiffVisualDeltaModule(nn.Module):
         return relative_change(before, after, patch_grid, self.config.delta_shift_tolerance, change)
 
     def zoom(self, relative: torch.Tensor, patch_grid: tuple[int, int]) -> torch.LongTensor:
-        """The `delta_zoom_patches` patches that changed most (mean relative change over the layers), in grid order:
+        """The `delta_zoom_patches` patches that changed most (mean relative change over the layers, `relative` of
+        shape `(batch_size, num_layers, num_patches)`; the pixel change counts as one more layer), in grid order:
         `(batch_size, k)`."""
         if patch_grid[0] > MAX_GRID_SIDE or patch_grid[1] > MAX_GRID_SIDE:
             raise ValueError(f"delta_zoom_patches supports patch grids up to {MAX_GRID_SIDE} a side, got {patch_grid}")
         k = min(self.config.delta_zoom_patches, relative.shape[-1])
         return relative.mean(dim=1).topk(k, dim=-1).indices.sort(dim=-1).values
 
-    def difference_prior(self, relative: torch.Tensor) -> torch.Tensor:
+    def difference_prior(self, relative: torch.Tensor, pixel_change: torch.Tensor | None = None) -> torch.Tensor:
         """
         The cross-attention bias `(batch_size, num_heads, 1, context_length)` that points the queries at changed
         patches: `scale_h * log1p(r)`, `r` = a patch's |B-A| relative to the mean over its layer's patches. It is the
-        same for the A, B and B-A token of a patch, and 0 everywhere for identical images.
+        same for the A, B and B-A token of a patch, and 0 everywhere for identical images. A pixel token gets
+        `pixel_scale_h * log1p(pixel_change)`.
 
         Args:
             relative: `relative_change` of the patches in the context, `(batch_size, num_layers, num_patches)`.
+            pixel_change: with `delta_pixel_statistics`, the pixel statistics' relative change of those patches,
+                `(batch_size, num_patches)`.
         """
         prior = torch.log1p(relative).unsqueeze(2).expand(-1, -1, self.num_roles, -1).flatten(1)  # (B, L*R*N)
+        bias = self.difference_prior_scale.float()[None, :, None] * prior[:, None, :]  # (B, H, L*R*N)
+        if self.pixel_prior_scale is not None:
+            pixel_bias = self.pixel_prior_scale.float()[None, :, None] * torch.log1p(pixel_change)[:, None, :]
+            bias = torch.cat([bias, pixel_bias], dim=-1)
         extra_tokens = self.num_feature_layers * (
             (self.global_projection is not None) + (self.alignment_projection is not None)
         )
         if extra_tokens:  # no prior on the global and alignment tokens
-            prior = torch.cat([prior, prior.new_zeros(prior.shape[0], extra_tokens)], dim=1)
-        scale = self.difference_prior_scale.float()
-        return scale[None, :, None, None] * prior[:, None, None, :]
+            bias = torch.cat([bias, bias.new_zeros(*bias.shape[:2], extra_tokens)], dim=-1)
+        return bias.unsqueeze(2)
 
     def prepare_inputs(
-        self, before: torch.Tensor, after: torch.Tensor, patch_grid: tuple[int, int]
+        self,
+        before: torch.Tensor,
+        after: torch.Tensor,
+        patch_grid: tuple[int, int],
+        pixel_statistics: torch.Tensor | None = None,
     ) -> OneDiffDeltaInputs:
         """
         Everything the module reads of the pairs that no weight of it changes (see `OneDiffDeltaInputs`): the zoom,
         the difference prior's relative change and the global statistics, from raw features `before`, `after` of
-        shape `(batch_size, num_layers, num_patches, vision_hidden_size)` on a `patch_grid` (height, width).
+        shape `(batch_size, num_layers, num_patches, vision_hidden_size)` on a `patch_grid` (height, width), and with
+        `delta_pixel_statistics` the patches' `pixel_statistics` `(batch_size, 2, num_patches, 2 * num_channels)`.
         """
+        pixel_change = pixel_distance = None
+        if self.pixel_projection is not None:
+            expected = (before.shape[0], 2, before.shape[2], self.num_pixel_statistics)
+            if pixel_statistics is None or tuple(pixel_statistics.shape) != expected:
+                got = None if pixel_statistics is None else tuple(pixel_statistics.shape)
+                raise ValueError(
+                    f"`delta_pixel_statistics` reads every patch's pixel statistics in both images "
+                    f"(`patch_pixel_statistics`): expected shape {expected}, got {got}"
+                )
+            pixel_statistics = pixel_statistics.float()
+            tolerance = self.config.delta_shift_tolerance
+            pixel_distance = change_magnitude(pixel_statistics[:, :1], pixel_statistics[:, 1:], patch_grid, tolerance)
+            pixel_distance = pixel_distance[:, 0]
+            pixel_change = pixel_distance / (pixel_distance.mean(dim=-1, keepdim=True) + 1e-6)
         # the raw change feeds the global tokens, the prior and the zoom: computed only when one of them is on
         zoomed = self.zoom_row_embeddings is not None
         needs_relative = zoomed or self.difference_prior_scale is not None
@@ -516,10 +588,15 @@ class OneDiffVisualDeltaModule(nn.Module):
         alignment = affine_alignment(before, after, patch_grid) if self.alignment_projection is not None else None
         patches = None
         if zoomed:
-            patches = self.zoom(relative, patch_grid)
+            scores = relative if pixel_change is None else torch.cat([relative, pixel_change[:, None]], dim=1)
+            patches = self.zoom(scores, patch_grid)
             index = patches[:, None, :, None].expand(-1, before.shape[1], -1, before.shape[-1])
             before, after = before.gather(2, index), after.gather(2, index)
             relative = relative.gather(2, patches[:, None, :].expand(-1, relative.shape[1], -1))
+            if pixel_change is not None:
+                pixel_change, pixel_distance = pixel_change.gather(1, patches), pixel_distance.gather(1, patches)
+                index = patches[:, None, :, None].expand(-1, 2, -1, pixel_statistics.shape[-1])
+                pixel_statistics = pixel_statistics.gather(2, index)
         return OneDiffDeltaInputs(
             before=before,
             after=after,
@@ -528,14 +605,19 @@ class OneDiffVisualDeltaModule(nn.Module):
             relative=relative if self.difference_prior_scale is not None else None,
             global_statistics=global_statistics,
             alignment=alignment,
+            pixel_statistics=pixel_statistics if pixel_change is not None else None,
+            pixel_change=pixel_change,
+            pixel_distance=pixel_distance,
         )
 
     def build_context(self, inputs: OneDiffDeltaInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Returns:
-            context of shape `(batch_size, num_layers * num_roles * num_patches [+ num_layers], delta_hidden_size)` (the
-            global tokens last, with `delta_global_difference`; `k` patches instead of all with the zoom) and the
-            difference features of shape `(batch_size, num_layers, num_patches or k, delta_hidden_size)` (or `None`).
+            context of shape `(batch_size, num_layers * num_roles * num_patches [+ num_patches] [+ num_layers]
+            [+ num_layers], delta_hidden_size)` (in that order: the patch tokens, one pixel token per patch with
+            `delta_pixel_statistics`, the global tokens with `delta_global_difference`, the alignment tokens with
+            `delta_alignment`; `k` patches instead of all with the zoom) and the difference features of shape
+            `(batch_size, num_layers, num_patches or k, delta_hidden_size)` (or `None`).
         """
         projected_before = self.context_projection(self.context_norm(inputs.before))  # (B, L, N, D)
         projected_after = self.context_projection(self.context_norm(inputs.after))
@@ -547,11 +629,20 @@ class OneDiffVisualDeltaModule(nn.Module):
         context = torch.stack(roles, dim=2)  # (B, L, R, N, D)
         context = context + self.role_embeddings[None, None, :, None, :]
         context = context + self.layer_embeddings[None, :, None, None, :]
+        where = None
         if inputs.patches is not None:
             rows, columns = inputs.patches // inputs.patch_grid[1], inputs.patches % inputs.patch_grid[1]
             where = self.zoom_row_embeddings[rows] + self.zoom_column_embeddings[columns]  # (B, k, D)
             context = context + where[:, None, None]
         context = context.flatten(1, 3)
+        if self.pixel_projection is not None:  # then one pixel token per patch
+            statistics = inputs.pixel_statistics.to(context.dtype)
+            before_pixels, after_pixels = statistics[:, 0], statistics[:, 1]
+            change = torch.log1p(torch.stack([inputs.pixel_change, inputs.pixel_distance], dim=-1).to(context.dtype))
+            pixels = self.pixel_projection(
+                torch.cat([before_pixels, after_pixels, after_pixels - before_pixels, change], -1)
+            )
+            context = torch.cat([context, pixels if where is None else pixels + where], dim=1)
         if self.global_projection is not None:
             statistics = self.global_norm(inputs.global_statistics.to(projected_before.dtype))
             global_tokens = self.global_projection(statistics) + self.layer_embeddings[None]
@@ -567,10 +658,12 @@ class OneDiffVisualDeltaModule(nn.Module):
         after_features: list[torch.Tensor],
         output_attentions: bool = False,
         patch_grid: tuple[int, int] | None = None,
+        pixel_statistics: torch.Tensor | None = None,
     ) -> OneDiffDeltaModuleOutput:
         """
         `before_features`, `after_features`: one `(batch_size, num_patches, vision_hidden_size)` tensor per layer, on a
-        patch grid of `patch_grid` (height, width; a square grid if not given).
+        patch grid of `patch_grid` (height, width; a square grid if not given). `pixel_statistics`: with
+        `delta_pixel_statistics`, `patch_pixel_statistics` of both images, `(batch_size, 2, num_patches, statistics)`.
         """
         if len(before_features) != self.num_feature_layers or len(after_features) != self.num_feature_layers:
             raise ValueError(
@@ -583,14 +676,14 @@ class OneDiffVisualDeltaModule(nn.Module):
             if side * side != before.shape[2]:
                 raise ValueError(f"{before.shape[2]} patches are not a square grid: pass `patch_grid`")
             patch_grid = (side, side)
-        return self.attend(self.prepare_inputs(before, after, patch_grid), output_attentions)
+        return self.attend(self.prepare_inputs(before, after, patch_grid, pixel_statistics), output_attentions)
 
     def attend(self, inputs: OneDiffDeltaInputs, output_attentions: bool = False) -> OneDiffDeltaModuleOutput:
         """The learned part: the delta queries cross-attend to the context built from `prepare_inputs`' output."""
         context, difference = self.build_context(inputs)
         context_bias = None
         if self.difference_prior_scale is not None:
-            context_bias = self.difference_prior(inputs.relative).to(context.dtype)
+            context_bias = self.difference_prior(inputs.relative, inputs.pixel_change).to(context.dtype)
         hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
         cross_attentions = ()
         for block in self.blocks:
@@ -715,6 +808,8 @@ class OneDiffPreTrainedModel(PreTrainedModel):
             init.normal_(module.layer_embeddings, mean=0.0, std=std)
             if module.difference_prior_scale is not None:
                 init.constant_(module.difference_prior_scale, float(self.config.delta_difference_prior))
+            if module.pixel_prior_scale is not None:
+                init.constant_(module.pixel_prior_scale, float(self.config.delta_difference_prior))
             if module.zoom_row_embeddings is not None:
                 init.normal_(module.zoom_row_embeddings, mean=0.0, std=std)
                 init.normal_(module.zoom_column_embeddings, mean=0.0, std=std)
@@ -817,6 +912,10 @@ class OneDiffModel(OneDiffPreTrainedModel):
         grid_height, grid_width = self._patch_grid(pixel_values)
         num_patches = grid_height * grid_width
         pixel_values = pixel_values.flatten(0, 1).to(self.vision_tower.dtype)  # (2B, C, H, W): both images at once
+        pixel_statistics = None
+        if self.delta_module is not None and self.config.delta_pixel_statistics:
+            patch_size = self.config.vision_config.patch_size
+            pixel_statistics = patch_pixel_statistics(pixel_values, patch_size).unflatten(0, (batch_size, 2))
         tower_kwargs = {"output_attentions": True} if output_attentions else {}
         vision_outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True, **tower_kwargs)
         hidden_states = vision_outputs.hidden_states
@@ -856,6 +955,7 @@ class OneDiffModel(OneDiffPreTrainedModel):
                 [features[:, 1] for features in delta_layers],
                 output_attentions=output_delta_attentions,
                 patch_grid=(grid_height, grid_width),
+                pixel_statistics=pixel_statistics,
             )
             if self.change_heads is not None:
                 visual.change_logits = self.change_heads(delta_outputs.last_hidden_state)

@@ -139,6 +139,7 @@ def data_build(args: argparse.Namespace) -> int:
             eval_only=args.eval_only,
             photos=str(Path(args.photos).resolve()) if args.photos else None,
             photos_only=args.photos_only,
+            scene_types=tuple(args.scene_types) if args.scene_types else None,
         )
         dataset = build(spec, args.out, num_proc=args.num_proc)
     except (ValueError, FileNotFoundError) as error:
@@ -434,6 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--eval-only", action="store_true", help="only the validation and test splits (a held-out set)")
     b.add_argument("--photos", default=None, help="a `onediff data photos` folder: more photographs for photo edits")
     b.add_argument("--photos-only", action="store_true", help="photo edits of the --photos folder's photographs alone")
+    b.add_argument(
+        "--scene-types",
+        nargs="+",
+        default=None,
+        metavar="TYPE",
+        help="scene pairs cycle through these change types (color texture add drop move none; default all; a type "
+        "named twice comes twice as often)",
+    )
     b.set_defaults(func=data_build)
 
     ph = data.add_parser("photos", help="photographs from Debian's desktop-background packages, for photo edits")

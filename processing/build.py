@@ -40,6 +40,9 @@ class BuildSpec:
     eval_only: bool = False  # only validation and test: a held-out set drawn with a seed never used in training
     photos: str | None = None  # a `onediff data photos` folder: its photographs join the packages' samples
     photos_only: bool = False  # photo edits of the `photos` folder's photographs alone
+    # scene pairs cycle through these change types ("none": unchanged, jittered); default all of SCENE_TYPES. A type
+    # named twice is drawn twice as often: more pairs of the decisions a model finds hard
+    scene_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
         for name in ("scene_pairs", "photo_pairs", "caption_samples"):
@@ -51,6 +54,10 @@ class BuildSpec:
             raise ValueError(f"`resolution` must be between 32 and 1024 pixels, got {self.resolution}")
         if self.photos_only and self.photos is None:
             raise ValueError("`photos_only` needs `photos` (a `onediff data photos` folder)")
+        if self.scene_types is not None:
+            unknown = sorted(set(self.scene_types) - set(SCENE_TYPES))
+            if not self.scene_types or unknown:
+                raise ValueError(f"`scene_types` must name some of {SCENE_TYPES}, got {list(self.scene_types)}")
         if self.num_references < 1:
             raise ValueError(f"`num_references` must be >= 1, got {self.num_references}")
 
@@ -63,7 +70,8 @@ def _sample(args: tuple) -> dict:
     spec, split, source, index = args
     rng = np.random.default_rng([spec.seed, SPLIT_IDS[split], SOURCE_IDS[source], index])
     if source == "scene-change":
-        change_type = SCENE_TYPES[index % len(SCENE_TYPES)]
+        types = spec.scene_types or SCENE_TYPES
+        change_type = types[index % len(types)]
         pair = scene_change_pair(rng, change_type, spec.resolution, spec.num_references)
     elif source == "photo-edit":
         change_type = PHOTO_TYPES[index % len(PHOTO_TYPES)]

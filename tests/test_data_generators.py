@@ -10,7 +10,7 @@ import pytest
 from datasets import Image, List
 
 from onediff_idc.cli import main
-from onediff_idc.processing.build import PHOTO_TYPES, SCENE_TYPES, BuildSpec, build
+from onediff_idc.processing.build import PHOTO_TYPES, SCENE_TYPES, BuildSpec, build, build_dataset
 from onediff_idc.processing.photo_edits import PHOTO_SPLITS, photo_edit_pair
 from onediff_idc.processing.phrasing import (
     TEMPLATES,
@@ -177,6 +177,45 @@ def test_build_refuses_a_non_empty_folder_and_bad_sizes(built):
         BuildSpec(resolution=8)
     with pytest.raises(ValueError, match="scene_pairs"):
         BuildSpec(scene_pairs=-1)
+
+
+def test_scene_types_focus_a_build_on_the_hard_decisions(tmp_path):
+    spec = BuildSpec(seed=9, scene_pairs=6, photo_pairs=0, caption_samples=0, eval_fraction=0.5, resolution=48)
+    focused = BuildSpec(**{**spec.__dict__, "scene_types": ("color", "none", "color")})
+    dataset = build_dataset(focused, progress=False)
+    assert dataset["train"]["change_type"] == ["color", "no_change", "color"] * 2
+    assert [json.loads(c)["type"] for c in dataset["train"]["change"]] == ["color", "none", "color"] * 2
+    # the same seed draws other scenes than an unfocused build only where the type differs: index i is index i
+    every = build_dataset(spec, progress=False)["train"]
+    assert every["change_type"][0] == "color" and every["change"][0] == dataset["train"]["change"][0]
+    with pytest.raises(ValueError, match="scene_types"):
+        BuildSpec(scene_types=("colour",))
+    with pytest.raises(ValueError, match="scene_types"):
+        BuildSpec(scene_types=())
+    main(
+        [
+            "data",
+            "build",
+            "--out",
+            str(tmp_path / "cli"),
+            "--seed",
+            "9",
+            "--scene-pairs",
+            "3",
+            "--photo-pairs",
+            "0",
+            "--caption-samples",
+            "0",
+            "--eval-fraction",
+            "0",
+            "--resolution",
+            "48",
+            "--scene-types",
+            "texture",
+        ]
+    )
+    built = load_diffcap(tmp_path / "cli")["train"]
+    assert built["change_type"] == ["texture"] * 3
 
 
 def test_scene_pair_references_name_the_object():

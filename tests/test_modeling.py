@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from modeling_onediff import OneDiffForConditionalGeneration
-from modeling_onediff.modeling_onediff import nearest_patch_distance
+from modeling_onediff.modeling_onediff import nearest_patch_distance, patch_pixel_statistics
 from tiny import random_image, tiny_config, tiny_model_and_processor
 
 PROMPTS = ["What changed?", "Describe the difference between the two images, please, in one sentence."]
@@ -480,3 +480,66 @@ def test_shift_tolerance_tells_a_moved_camera_from_a_changed_patch():
     assert identical.abs().max() == 0
     with pytest.raises(ValueError, match="delta_shift_tolerance"):
         tiny_config("clip-llama", delta_shift_tolerance=-1)
+
+
+def test_pixel_statistics_are_each_patchs_colour_mean_and_spread():
+    pixels = torch.randn(2, 3, 17, 16, generator=torch.Generator().manual_seed(0))  # a 17th row: not a whole patch
+    statistics = patch_pixel_statistics(pixels, 8)
+    assert statistics.shape == (2, 4, 6)  # a 2x2 grid, mean and std of 3 channels
+    array = pixels.numpy()
+    for image in range(2):
+        for patch, (row, column) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+            block = array[image, :, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8].reshape(3, -1)
+            expected = np.concatenate([block.mean(1), block.std(1)])
+            np.testing.assert_allclose(statistics[image, patch].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pixel_statistics_point_the_zoom_at_a_recoloured_patch_the_features_miss():
+    model, processor = tiny_model_and_processor(
+        "clip-llama",
+        delta_pixel_statistics=True,
+        delta_zoom_patches=2,
+        delta_difference_prior=1.0,
+        delta_global_difference=True,
+        delta_alignment=True,
+    )
+    module = model.model.delta_module
+    layers, width = len(model.config.delta_feature_layers), model.config.vision_config.hidden_size
+    features = torch.randn(1, layers, 16, width, generator=torch.Generator().manual_seed(0))
+    features[:, :, 9] += 0.5  # one patch's features change a little (as light jitter moves them) ...
+    pixels = torch.randn(1, 1, 16, 6, generator=torch.Generator().manual_seed(1)).expand(1, 2, 16, 6).clone()
+    pixels[0, 1, 6, :3] += 2.0  # ... and another patch's colour changes plainly, its features not at all
+    moved = features.clone()
+    moved[:, :, 9] += 0.5
+    inputs = module.prepare_inputs(features, moved, (4, 4), pixels)
+    assert inputs.patches.tolist() == [[6, 9]]  # both: the pixel change joins the zoom as one more layer
+    # how much it changed, too: the distance of the statistics, not only their change relative to the other patches
+    torch.testing.assert_close(inputs.pixel_distance, torch.tensor([[2.0 * 3**0.5, 0.0]]))
+    without = module.prepare_inputs(features, moved, (4, 4), pixels[:, :1].expand(1, 2, 16, 6))
+    assert 6 not in without.patches.tolist()[0]
+    # one pixel token per kept patch, after the patch tokens; the prior points at the recoloured one
+    context, _ = module.build_context(inputs)
+    assert context.shape[1] == layers * 3 * 2 + 2 + 2 * layers
+    prior = module.difference_prior(inputs.relative, inputs.pixel_change)[0, 0, 0]
+    assert prior.shape[-1] == context.shape[1]
+    pixel_prior = prior[layers * 3 * 2 : layers * 3 * 2 + 2]
+    assert pixel_prior[0] > 1 and pixel_prior[1] < 0.5 and (prior[-2 * layers :] == 0).all()
+    identical = module.prepare_inputs(features, features, (4, 4), pixels[:, :1].expand(1, 2, 16, 6))
+    assert identical.pixel_change.abs().max() == 0
+    with pytest.raises(ValueError, match="pixel statistics"):
+        module.prepare_inputs(features, moved, (4, 4))
+    with pytest.raises(ValueError, match="delta_pixel_statistics"):
+        tiny_config("clip-llama", delta_pixel_statistics="yes")
+
+    # end to end from images: the model computes the statistics from its pixel values, and the projection learns
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+    expected = patch_pixel_statistics(batch["pixel_values"].flatten(0, 1), 8).unflatten(0, (2, 2))
+    with torch.no_grad():
+        visual = model.get_image_features(batch["pixel_values"])
+        tower = model.model.vision_tower(batch["pixel_values"].flatten(0, 1), output_hidden_states=True).hidden_states
+        states = [tower[i][:, 1:].unflatten(0, (2, 2)) for i in model.config.resolved_delta_feature_layers]  # no CLS
+        direct = module([s[:, 0] for s in states], [s[:, 1] for s in states], pixel_statistics=expected)
+    torch.testing.assert_close(visual.delta_hidden_states, model.model.delta_projector(direct.last_hidden_state))
+    model.train()
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert module.pixel_projection.weight.grad.abs().sum() > 0 and module.pixel_prior_scale.grad is not None

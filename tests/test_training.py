@@ -366,6 +366,27 @@ def test_the_next_default_models_recipes_parse_and_chain(tmp_path, monkeypatch):
     assert "bash train/configs/default-v2/train.sh" in readme and "bash train/configs/default-v2/evaluate.sh" in readme
 
 
+def test_v3_recipe_is_v2s_heads_reading_the_pixels_with_more_hard_pairs(tmp_path, monkeypatch):
+    """train/configs/default-v3/: v2's heads recipe + pixel statistics + the extra colour/material/no-change pairs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    v2, v3 = CONFIGS / "default-v2" / "heads.yaml", CONFIGS / "default-v3" / "heads.yaml"
+    start = Path(os.path.expanduser(yaml.safe_load(v3.read_text())["model_name_or_path"]))
+    start.mkdir(parents=True, exist_ok=True)
+    (start / "config.json").write_text("{}")
+    (v2_model, v2_args), (v3_model, v3_args) = (pretrain_delta.parse(["--config", str(r)]) for r in (v2, v3))
+    assert v3_model.model_config_overrides == {**v2_model.model_config_overrides, "delta_pixel_statistics": True}
+    assert v3_args.dataset_path == v2_args.dataset_path and v3_args.feature_cache_dir == v2_args.feature_cache_dir
+    scripts = CONFIGS / "default-v3"
+    data_script = (scripts / "data.sh").read_text()
+    assert f"EXTRA={v3_args.extra_dataset_path}" in data_script and "--scene-types color texture none" in data_script
+    assert f"--config {v3.relative_to(REPO)}" in (scripts / "train.sh").read_text()
+    assert f"replace-reading --heads {v3_args.output_dir}/final" in (scripts / "evaluate.sh").read_text()
+    for script in scripts.glob("*.sh"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    assert "bash train/configs/default-v3/train.sh" in (REPO / "README.md").read_text()
+
+
 def test_sft_loss_falls_when_overfitting_a_fixed_batch(workspace, tmp_path):
     out = tmp_path / "overfit"
     argv = sft_args(workspace, out, "--use_peft", "false", "--max_train_samples", "2", "--max_steps", "25")
@@ -472,6 +493,58 @@ def test_zoomed_delta_module_trains_from_its_compact_inputs(workspace, tmp_path)
     )
     with pytest.raises(ValueError, match=r"missing \[0\]"):
         pretrain_delta.delta_inputs(beyond.model.delta_module, features, path)
+
+
+def test_pixel_statistics_are_cached_beside_the_features_and_read_as_the_model_reads_them(workspace, tmp_path):
+    design = {"delta_zoom_patches": 4, "delta_shift_tolerance": 1, "delta_difference_prior": 1.0}
+    model_dir = save_tiny_model(tmp_path / "model", num_delta_queries=12, delta_pixel_statistics=True, **design)
+    args = ["--model_name_or_path", model_dir, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]
+    args += ["--feature_cache_dir", tmp_path / "features", "--per_device_train_batch_size", "4"]
+    pretrain_delta.main([str(a) for a in [*args, "--num_train_epochs", "1"]])
+    pixels_path = tmp_path / "features" / "train.pixels.npy"
+    assert pixels_path.is_file() and (tmp_path / "features" / "validation.pixels.npy").is_file()
+
+    model = OneDiffForConditionalGeneration.from_pretrained(model_dir)
+    processor = OneDiffProcessor.from_pretrained(model_dir)
+    module = model.model.delta_module
+    torch.nn.init.normal_(module.difference_prior_scale)  # priors that matter (they start at 1 everywhere)
+    torch.nn.init.normal_(module.pixel_prior_scale)
+    train = load_diffcap(workspace / "data", splits=("train",))["train"]
+    indices = np.array([5, 0, 3, 1])
+    pixels = np.load(pixels_path)
+    by_processor = pretrain_delta.pair_pixel_statistics(processor, [train[int(i)]["images"] for i in indices], 8)
+    torch.testing.assert_close(torch.from_numpy(pixels[indices]), by_processor)
+    features_path = tmp_path / "features" / "train.npy"
+    features = np.load(features_path, mmap_mode="r")
+    with torch.no_grad():
+        compact = pretrain_delta.delta_inputs(module, features, features_path, pixels_path=pixels_path)
+        from_compact = pretrain_delta.delta_queries(model, compact, indices)
+        rows = torch.from_numpy(np.asarray(features[indices])).float()  # (B, 2, L, N, D)
+        layers = range(rows.shape[2])
+        forward = module(
+            [rows[:, 0, i] for i in layers], [rows[:, 1, i] for i in layers], pixel_statistics=by_processor
+        ).last_hidden_state
+    assert set(compact.zoomed) >= {"pixel_statistics", "pixel_change"}
+    torch.testing.assert_close(from_compact, forward)
+    with pytest.raises(ValueError, match="pixels_path"):
+        pretrain_delta.delta_inputs(module, features, features_path)
+
+
+def test_extra_dataset_joins_the_training_pairs_with_its_own_cache(workspace, tmp_path):
+    extra = tmp_path / "extra"
+    spec = BuildSpec(seed=2, scene_pairs=6, photo_pairs=0, caption_samples=0, eval_fraction=0, resolution=48)
+    build(BuildSpec(**{**spec.__dict__, "scene_types": ("none", "color")}), extra, progress=False)
+    model_dir = save_tiny_model(tmp_path / "model", num_delta_queries=12, delta_zoom_patches=4)
+    args = ["--model_name_or_path", model_dir, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]
+    args += ["--per_device_train_batch_size", "4", "--logging_steps", "1", "--extra_dataset_path", extra]
+    pretrain_delta.main([str(a) for a in [*args, "--num_train_epochs", "1"]])
+    assert (tmp_path / "out" / "features-extra" / "train.npy").is_file()
+    pairs = len(load_diffcap(workspace / "data", splits=("train",))["train"]) + 6
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert max(record["step"] for record in log) == -(-pairs // 4)  # one epoch over both sets
+    everything = save_tiny_model(tmp_path / "unzoomed", num_delta_queries=12)
+    with pytest.raises(ValueError, match="delta_zoom_patches"):
+        pretrain_delta.main([str(a) for a in [*args[:1], everything, *args[2:], "--output_dir", tmp_path / "x"]])
 
 
 def test_word_targets_pull_delta_tokens_onto_value_embeddings(workspace, tmp_path):
@@ -625,6 +698,7 @@ def test_localisation_probe_scores_each_shift_tolerance_and_layer_set(workspace,
         assert 0 <= scores["pointing_game"] <= scores["top_3_includes_change"] <= 1  # the top patch is in the top 3
         assert 0 <= scores["change_vs_no_change_auroc"] <= 1
         assert 0 <= scores["colour_or_material_vs_no_change_auroc"] <= 1
+        assert 0 <= scores["colour_or_material_vs_no_change_auroc_absolute"] <= 1
 
     # a layer set measures the change on its own layers: the delta layers' set reproduces the default run
     sets = probe_localisation.main(
@@ -635,6 +709,8 @@ def test_localisation_probe_scores_each_shift_tolerance_and_layer_set(workspace,
             "--layer_sets",
             "0",
             delta_layers,
+            "pixels",
+            f"{delta_layers},pixels",
             "--shift_tolerances",
             "1",
             "--out",
@@ -646,6 +722,13 @@ def test_localisation_probe_scores_each_shift_tolerance_and_layer_set(workspace,
         == report["results"][f"layers {delta_layers}, shift tolerance 1"]
     )
     assert sets["layers 0, shift tolerance 1"]["layers"] == [0]
+    # the pixel statistics alone (no tower at all) and as one more layer of the delta layers' set
+    pixels, both = sets["layers pixels, shift tolerance 1"], sets[f"layers {delta_layers},pixels, shift tolerance 1"]
+    assert pixels["layers"] == ["pixels"] and both["layers"][-1] == "pixels" and pixels != both
+    for scores in (pixels, both):  # the recoloured object's peak is among the top 3 whenever it is the top 1
+        assert (
+            0 <= scores["colour_or_material_pointing_game"] <= scores["colour_or_material_top_3_includes_change"] <= 1
+        )
 
 
 def test_interrupted_feature_caching_continues_from_its_last_save(workspace, tmp_path, monkeypatch):

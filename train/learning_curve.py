@@ -27,6 +27,7 @@ from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.pretrain_delta import (
     ChangeHeads,
     cache_features,
+    cache_pixel_statistics,
     change_labels,
     delta_inputs,
     delta_queries,
@@ -70,6 +71,16 @@ DESIGNS = {
         "delta_shift_tolerance": 1,
         "delta_alignment": True,
         "delta_feature_layers": [0, 4, 8, 12],
+    },
+    # the same with the pixels' own statistics per patch (mean and spread of each channel): in the zoom, the prior and
+    # one token per kept patch. A recoloured object changes its pixels plainly and its DINOv2 features faintly
+    "zoom16-shift-align-pixels": {
+        "delta_zoom_patches": 16,
+        "delta_difference_prior": 1.0,
+        "delta_global_difference": True,
+        "delta_shift_tolerance": 1,
+        "delta_alignment": True,
+        "delta_pixel_statistics": True,
     },
 }
 SOURCES = ("scene-change", "photo-edit")
@@ -152,9 +163,10 @@ def run_design(name: str, args, data, labels, vocab, started: float, until: int)
         state_path.with_suffix(".tmp").replace(state_path)  # a kill never leaves half a state
 
     # the design's inputs from the shared feature cache (a zoomed design's own compact cache beside it)
-    train_inputs = delta_inputs(model.model.delta_module, *data["train"])
-    eval_features, eval_path, eval_labels, eval_sources, eval_types = data["eval"]
-    eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path)
+    train_features, train_path, train_pixels = data["train"]
+    train_inputs = delta_inputs(model.model.delta_module, train_features, train_path, pixels_path=train_pixels)
+    eval_features, eval_path, eval_pixels, eval_labels, eval_sources, eval_types = data["eval"]
+    eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path, pixels_path=eval_pixels)
     train_labels = torch.from_numpy(labels["train"])
     num_train = len(labels["train"])
     bar = tqdm(total=until, initial=seen, desc=f"curve {name}", unit="pair", mininterval=30)
@@ -264,11 +276,22 @@ def main(argv: list[str] | None = None) -> dict:
     cache = Path(args.feature_cache_dir) if args.feature_cache_dir else out / "features"
     features = cache_features(base, processor, train, cache / "train.npy", 16)
     eval_features = cache_features(base, processor, validation, cache / "validation.npy", 16)
+    pixels = {"train": None, "validation": None}
+    if any(DESIGNS[name].get("delta_pixel_statistics") for name in args.designs):  # cheap: no tower runs
+        for name, split in (("train", train), ("validation", validation)):
+            pixels[name] = cache_pixel_statistics(base, processor, split, cache / f"{name}.pixels.npy")
     del base
 
     data = {
-        "train": (features, cache / "train.npy"),
-        "eval": (eval_features, cache / "validation.npy", eval_labels, validation["source"], validation["change_type"]),
+        "train": (features, cache / "train.npy", pixels["train"]),
+        "eval": (
+            eval_features,
+            cache / "validation.npy",
+            pixels["validation"],
+            eval_labels,
+            validation["source"],
+            validation["change_type"],
+        ),
     }
     labels = {"train": train_labels}
     results_path = out / "curves.json"

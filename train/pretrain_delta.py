@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from modeling_onediff import OneDiffConfig
-from modeling_onediff.modeling_onediff import OneDiffDeltaInputs
+from modeling_onediff.modeling_onediff import OneDiffDeltaInputs, patch_pixel_statistics
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.common import (
     ModelArguments,
@@ -72,6 +72,16 @@ class DeltaTrainingArguments:
     feature_batch_size: int = field(default=16, metadata={"help": "pairs per vision-tower call when caching"})
     feature_cache_dir: str | None = field(
         default=None, metadata={"help": "where cached vision features live (default output_dir/features); shareable"}
+    )
+    extra_dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "a second DiffCap folder whose training split joins the training pairs (e.g. more pairs of the "
+            "change types a model confuses), with its own feature cache; needs a zoomed delta module"
+        },
+    )
+    extra_feature_cache_dir: str | None = field(
+        default=None, metadata={"help": "the extra pairs' feature cache (default output_dir/features-extra)"}
     )
     logging_steps: int = field(default=20, metadata={"help": "log the mean loss every N steps"})
     seed: int = field(default=0, metadata={"help": "seed of the heads' initialisation and the shuffling"})
@@ -224,6 +234,15 @@ def pair_patch_states(vision, processor, pairs: list, layers: list[int]) -> torc
     return stacked.unflatten(0, (len(pairs), 2))
 
 
+def pair_pixel_statistics(processor, pairs: list, patch_size: int) -> torch.Tensor:
+    """`patch_pixel_statistics` of both images of every pair, as the model computes them from the processor's pixel
+    values: `(pairs, 2, patches, statistics)`."""
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("Every pair needs exactly 2 images")
+    pixel_values = processor.image_processor([image for pair in pairs for image in pair], return_tensors="pt")
+    return patch_pixel_statistics(pixel_values["pixel_values"], patch_size).unflatten(0, (len(pairs), 2))
+
+
 def rows_fingerprint(dataset) -> str:
     """Which pairs these are: every id and the encoded images of the first and the last row. Unlike the dataset's
     own fingerprint, it survives columns being added or the folder being reloaded."""
@@ -288,6 +307,29 @@ def cache_features(model, processor, dataset, path: Path, batch_size: int, save_
     return np.load(path, mmap_mode="r")
 
 
+def cache_pixel_statistics(model, processor, dataset, path: Path, batch_size: int = 64) -> Path:
+    """Every pair's `pair_pixel_statistics` (float32, `(pairs, 2, patches, statistics)`) saved at `path`, for a model
+    with `delta_pixel_statistics`; reused when the same processor and rows made it. Cheap (no tower runs): a few
+    minutes for 22,000 pairs, so an interrupted run starts over."""
+    patch_size = model.config.vision_config.patch_size
+    digest = hashlib.sha256(processor.image_processor.to_json_string().encode())
+    digest.update(json.dumps([patch_size, len(dataset)]).encode())
+    digest.update(rows_fingerprint(dataset).encode())
+    fingerprint = digest.hexdigest()
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == fingerprint:
+        return path
+    parts = []
+    for start in tqdm(range(0, len(dataset), batch_size), desc=f"pixel statistics ({path.stem})", mininterval=30):
+        parts.append(pair_pixel_statistics(processor, dataset[start : start + batch_size]["images"], patch_size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".tmp"), "wb") as handle:
+        np.save(handle, torch.cat(parts).numpy())
+    path.with_suffix(".tmp").replace(path)  # only a complete array gets the final name
+    meta.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+    return path
+
+
 class DeltaInputs:
     """
     The delta module's inputs (`OneDiffDeltaInputs`) of the cached pairs, batch by batch.
@@ -305,14 +347,25 @@ class DeltaInputs:
         features: np.ndarray,
         zoomed: dict[str, np.ndarray] | None = None,
         layers: list[int] | None = None,
+        pixels: np.ndarray | None = None,
     ):
         self.module, self.features, self.zoomed = module, features, zoomed
         self.layers = layers  # positions of the module's layers in the cache's, when the cache holds more layers
+        self.pixels = pixels  # `cache_pixel_statistics`, with `delta_pixel_statistics`
         side = math.isqrt(features.shape[3])
         self.patch_grid = (side, side)  # the cache holds the processor's square crops
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.zoomed["patches"]) if self.zoomed is not None else len(self.features)
+
+    @classmethod
+    def join(cls, parts: list["DeltaInputs"]) -> "DeltaInputs":
+        """The pairs of several zoomed `DeltaInputs` (of one module, from different caches), in order, in memory."""
+        if any(part.zoomed is None for part in parts):
+            raise ValueError("Only a zoomed delta module's inputs can be joined (`delta_zoom_patches`)")
+        names = parts[0].zoomed.keys()
+        zoomed = {name: np.concatenate([part.zoomed[name] for part in parts]) for name in names}
+        return cls(parts[0].module, parts[0].features, zoomed)
 
     def batch(self, indices: np.ndarray) -> OneDiffDeltaInputs:
         if self.zoomed is not None:
@@ -330,24 +383,43 @@ class DeltaInputs:
                 relative=rows("relative"),
                 global_statistics=rows("global"),
                 alignment=rows("alignment"),
+                pixel_statistics=rows("pixel_statistics"),
+                pixel_change=rows("pixel_change"),
+                pixel_distance=rows("pixel_distance"),
             )
         batch = torch.from_numpy(np.asarray(self.features[np.sort(indices)])).float()  # sorted: sequential reads
         batch = batch[torch.from_numpy(np.argsort(np.argsort(indices)))]
         if self.layers is not None:
             batch = batch[:, :, self.layers]
+        pixels = None if self.pixels is None else torch.from_numpy(np.asarray(self.pixels[indices]))
         with torch.no_grad():
-            return self.module.prepare_inputs(batch[:, 0], batch[:, 1], self.patch_grid)
+            return self.module.prepare_inputs(batch[:, 0], batch[:, 1], self.patch_grid, pixels)
 
 
-def delta_inputs(module, features: np.ndarray, features_path: Path, batch_size: int = 64) -> DeltaInputs:
-    """`DeltaInputs` of `module` over cached `features` (saved at `features_path` by `cache_features`); with a zoom,
-    its inputs are cached beside them, keyed by the features' fingerprint and the settings that choose them."""
+def delta_inputs(
+    module, features: np.ndarray, features_path: Path, batch_size: int = 64, pixels_path: Path | None = None
+) -> DeltaInputs:
+    """`DeltaInputs` of `module` over cached `features` (saved at `features_path` by `cache_features`, and with
+    `delta_pixel_statistics` the pairs' pixel statistics at `pixels_path` by `cache_pixel_statistics`); with a zoom,
+    its inputs are cached beside them, keyed by the caches' fingerprints and the settings that choose them."""
     config = module.config
     meta = json.loads(features_path.with_suffix(".json").read_text())
     layers = cached_layer_positions(meta["layers"], config.resolved_delta_feature_layers)
+    pixels, pixel_settings = None, {}
+    if config.delta_pixel_statistics:
+        if pixels_path is None:
+            raise ValueError("The delta module reads pixel statistics (`delta_pixel_statistics`): pass `pixels_path`")
+        pixels = np.load(pixels_path, mmap_mode="r")
+        if len(pixels) != len(features):
+            raise ValueError(f"{pixels_path} holds {len(pixels)} pairs, the feature cache {len(features)}")
+        pixel_settings = {
+            "pixels": json.loads(pixels_path.with_suffix(".json").read_text())["fingerprint"],
+            "pixel_inputs": ["statistics", "change", "distance"],  # what a zoomed cache holds of them
+        }
     if not config.delta_zoom_patches:
-        return DeltaInputs(module, features, layers=layers)
+        return DeltaInputs(module, features, layers=layers, pixels=pixels)
     settings = {
+        **pixel_settings,
         "features": meta["fingerprint"],
         **({"layers": config.resolved_delta_feature_layers} if layers is not None else {}),
         **{
@@ -365,7 +437,9 @@ def delta_inputs(module, features: np.ndarray, features_path: Path, batch_size: 
     path = features_path.with_name(f"{features_path.stem}.zoom-{key}.npz")
     if not path.is_file():
         zoomed = zoomed_inputs(
-            DeltaInputs(module, features, layers=layers), batch_size, desc=f"zooming ({features_path.stem})"
+            DeltaInputs(module, features, layers=layers, pixels=pixels),
+            batch_size,
+            desc=f"zooming ({features_path.stem})",
         )
         with open(path.with_suffix(".tmp"), "wb") as handle:
             np.savez(handle, **zoomed)
@@ -390,7 +464,10 @@ def cached_layer_positions(cached: list[int], wanted: list[int]) -> list[int] | 
 def zoomed_inputs(inputs: DeltaInputs, batch_size: int, desc: str) -> dict[str, np.ndarray]:
     """Every pair's zoomed `OneDiffDeltaInputs` as arrays: the kept patches' features in float16 (the cache's own
     values), their indices, and float32 relative change, global statistics and alignment (from every patch)."""
-    parts: dict[str, list] = {"before_after": [], "patches": [], "relative": [], "global": [], "alignment": []}
+    parts: dict[str, list] = {
+        name: [] for name in ("before_after", "patches", "relative", "global", "alignment", "pixel_statistics")
+    }
+    parts["pixel_change"], parts["pixel_distance"] = [], []
     for start in tqdm(range(0, len(inputs), batch_size), desc=desc, mininterval=30):
         batch = inputs.batch(np.arange(start, min(start + batch_size, len(inputs))))
         parts["before_after"].append(torch.stack([batch.before, batch.after], dim=1).half().numpy())
@@ -401,6 +478,10 @@ def zoomed_inputs(inputs: DeltaInputs, batch_size: int, desc: str) -> dict[str, 
             parts["global"].append(batch.global_statistics.numpy())
         if batch.alignment is not None:
             parts["alignment"].append(batch.alignment.numpy())
+        if batch.pixel_change is not None:
+            parts["pixel_statistics"].append(batch.pixel_statistics.numpy())
+            parts["pixel_change"].append(batch.pixel_change.numpy())
+            parts["pixel_distance"].append(batch.pixel_distance.numpy())
     return {name: np.concatenate(arrays) for name, arrays in parts.items() if arrays}
 
 
@@ -468,7 +549,12 @@ def main(argv: list[str] | None = None) -> Path:
     train = data[args.dataset_train_split]
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
-    vocab, labels = change_labels(train["change"])
+    extra = None
+    if args.extra_dataset_path:
+        split = args.dataset_train_split
+        extra = load_diffcap(args.extra_dataset_path, splits=(split,))[split]
+    changes = list(train["change"]) + (list(extra["change"]) if extra is not None else [])
+    vocab, labels = change_labels(changes)
     output_dir = Path(args.output_dir)
     resume_from = find_resume_checkpoint(output_dir / "checkpoints", args.resume)
 
@@ -486,13 +572,15 @@ def main(argv: list[str] | None = None) -> Path:
         }
     torch.manual_seed(args.seed)
     model, processor = load_model_and_processor(model_args)
+    if extra is not None and not model.config.delta_zoom_patches:
+        raise ValueError("`extra_dataset_path` joins zoomed inputs in memory: it needs `delta_zoom_patches`")
     model.requires_grad_(False)
     model.model.delta_module.requires_grad_(True)
     if model.model.change_heads is not None:  # the model's own heads: they ship with it
         heads = model.model.change_heads
         heads.classifiers.requires_grad_(True)
         vocab = model.config.delta_change_fields
-        labels = np.array([model.config.encode_change(change) for change in train["change"]])  # absent: own class
+        labels = np.array([model.config.encode_change(change) for change in changes])  # absent: own class
     else:
         heads = ChangeHeads(vocab, model.config.delta_hidden_size, model.config.num_delta_queries)
     words = None
@@ -502,7 +590,21 @@ def main(argv: list[str] | None = None) -> Path:
     cache_dir = Path(args.feature_cache_dir) if args.feature_cache_dir else output_dir / "features"
     train_path = cache_dir / f"{args.dataset_train_split}.npy"
     features = cache_features(model, processor, train, train_path, args.feature_batch_size)
-    train_inputs = delta_inputs(model.model.delta_module, features, train_path)
+    pixels_path = None
+    if model.config.delta_pixel_statistics:
+        pixels_path = cache_pixel_statistics(model, processor, train, cache_dir / f"{train_path.stem}.pixels.npy")
+    train_inputs = delta_inputs(model.model.delta_module, features, train_path, pixels_path=pixels_path)
+    if extra is not None:  # its own cache; the zoomed inputs of both are joined in memory
+        extra_dir = (
+            Path(args.extra_feature_cache_dir) if args.extra_feature_cache_dir else output_dir / "features-extra"
+        )
+        extra_path = extra_dir / f"{args.dataset_train_split}.npy"
+        extra_features = cache_features(model, processor, extra, extra_path, args.feature_batch_size)
+        extra_pixels = None
+        if model.config.delta_pixel_statistics:
+            extra_pixels = cache_pixel_statistics(model, processor, extra, extra_dir / f"{extra_path.stem}.pixels.npy")
+        extra_inputs = delta_inputs(model.model.delta_module, extra_features, extra_path, pixels_path=extra_pixels)
+        train_inputs = DeltaInputs.join([train_inputs, extra_inputs])
 
     evaluation = None
     if args.dataset_eval_split:
@@ -511,7 +613,12 @@ def main(argv: list[str] | None = None) -> Path:
             eval_labels = np.array([model.config.encode_change(change) for change in eval_split["change"]])
         eval_path = cache_dir / f"{args.dataset_eval_split}.npy"
         eval_features = cache_features(model, processor, eval_split, eval_path, args.feature_batch_size)
-        eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path)
+        eval_pixels = None
+        if model.config.delta_pixel_statistics:
+            eval_pixels = cache_pixel_statistics(
+                model, processor, eval_split, cache_dir / f"{eval_path.stem}.pixels.npy"
+            )
+        eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path, pixels_path=eval_pixels)
         evaluation = (eval_inputs, eval_labels, eval_split["change_type"])
 
     # what learns, as one module: checkpoints hold these (a few MB), not the frozen towers
@@ -519,7 +626,7 @@ def main(argv: list[str] | None = None) -> Path:
     learning = nn.ModuleDict({name: part for name, part in parts.items() if part is not None})
     trainable = [p for p in learning.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / args.per_device_train_batch_size)
+    steps_per_epoch = math.ceil(len(train_inputs) / args.per_device_train_batch_size)
     total_steps = steps_per_epoch * args.num_train_epochs
     scheduler = get_scheduler(
         args.lr_scheduler_type,
@@ -543,7 +650,7 @@ def main(argv: list[str] | None = None) -> Path:
     while step < stop_epoch * steps_per_epoch:
         # pairs in a fresh order every epoch; the step fixes the batch, so a resumed run continues exactly
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([args.seed, epoch]).permutation(len(train))
+        order = np.random.default_rng([args.seed, epoch]).permutation(len(train_inputs))
         size = args.per_device_train_batch_size
         indices = order[in_epoch * size : (in_epoch + 1) * size]
         queries = delta_queries(model, train_inputs, indices)

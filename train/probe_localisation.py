@@ -11,12 +11,14 @@ of the top patch, how often the zoom's top-k patches include a changed patch, an
 tells changed pairs from unchanged ones (AUROC; no-change pairs of scenes have camera and light jitter), overall and
 for the decision the default model gets wrong most: an object's colour or material changed vs nothing changed.
 `--layer_sets` compares which tower layers the change is measured on (hidden state 0 is the patch embedding, linear
-in the pixels), each set at every shift tolerance:
+in the pixels; `pixels` is each patch's colour mean and spread, `patch_pixel_statistics`, which joins a set as one
+more layer as in `delta_pixel_statistics`), each set at every shift tolerance:
 
     onediff data build --out runs/schema-data --seed 10 --scene-pairs 3000 --photo-pairs 2600 --caption-samples 0 \
         --eval-fraction 0 --photos runs/photos
     python train/probe_localisation.py --base ~/.cache/onediff/default-base --data runs/schema-data --split train \
-        --max_pairs 600 --layer_sets 4,8,12 0 0,4,8,12 4 8 --shift_tolerances 1 --out docs/no-change-probe.json
+        --max_pairs 600 --layer_sets 4,8,12 0 0,4,8,12 4 8 pixels 4,8,12,pixels --shift_tolerances 1 \
+        --out docs/no-change-probe.json
 """
 
 import argparse
@@ -29,10 +31,12 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
-from modeling_onediff.modeling_onediff import relative_change
+from modeling_onediff.modeling_onediff import change_magnitude
 from onediff_idc.eval.change_detection import localisation_scores, peak_and_box, point_in_regions, roc_auc
 from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
-from onediff_idc.train.pretrain_delta import pair_patch_states
+from onediff_idc.train.pretrain_delta import pair_patch_states, pair_pixel_statistics
+
+PIXELS = "pixels"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer_sets",
         nargs="+",
         default=None,
-        help="comma-separated hidden-state indices per set, e.g. 4,8,12 0 (default: the model's delta layers)",
+        help="comma-separated hidden-state indices per set, and `pixels` for the pixel statistics, e.g. 4,8,12 0 "
+        "4,8,12,pixels (default: the model's delta layers)",
     )
     parser.add_argument("--out", required=True, help="JSON report")
     return parser
@@ -61,20 +66,28 @@ def main(argv: list[str] | None = None) -> dict:
     split = split.select(range(min(args.max_pairs, len(split))))
     regions, change_types = split["change_regions"], split["change_type"]
     delta_layers = model.config.resolved_delta_feature_layers
-    layer_sets = [[int(i) for i in text.split(",")] for text in args.layer_sets] if args.layer_sets else [delta_layers]
-    layers = sorted({layer for layer_set in layer_sets for layer in layer_set})
+    layer_sets = [[int(i) if i != PIXELS else i for i in text.split(",")] for text in args.layer_sets or []]
+    layer_sets = layer_sets or [delta_layers]
+    layers = sorted({layer for layer_set in layer_sets for layer in layer_set if layer != PIXELS})
     patch = model.config.vision_config.patch_size
     maps = {(tuple(layer_set), radius): [] for layer_set in layer_sets for radius in args.shift_tolerances}
+    peaks_absolute = {key: [] for key in maps}  # the largest change itself, not relative to the pair's other patches
     sizes = []
     for start in tqdm(range(0, len(split), 16), desc="probing", mininterval=30):
         pairs = split[start : start + 16]["images"]
         states = pair_patch_states(model.model.vision_tower, processor, pairs, layers).float()  # (B, 2, L, N, D)
+        pixels = pair_pixel_statistics(processor, pairs, patch)  # (B, 2, N, S)
         height, width = processor.image_processor([pairs[0][0]], return_tensors="pt")["pixel_values"].shape[-2:]
         grid = (height // patch, width // patch)
         with torch.no_grad():
             for layer_set, radius in maps:
-                picked = states[:, :, [layers.index(layer) for layer in layer_set]]
-                relative = relative_change(picked[:, 0], picked[:, 1], grid, radius).mean(1)
+                picked = states[:, :, [layers.index(layer) for layer in layer_set if layer != PIXELS]]
+                parts = [change_magnitude(picked[:, 0], picked[:, 1], grid, radius)] if picked.shape[2] else []
+                if PIXELS in layer_set:  # one more layer, as the zoom of `delta_pixel_statistics` counts it
+                    parts.append(change_magnitude(pixels[:, :1], pixels[:, 1:], grid, radius))
+                magnitude = torch.cat(parts, dim=1)
+                relative = (magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)).mean(1)  # relative_change's
+                peaks_absolute[layer_set, radius] += magnitude.amax(-1).mean(1).tolist()
                 maps[layer_set, radius] += list(relative.unflatten(-1, grid).numpy())
         sizes += [pair[1].size for pair in pairs]
 
@@ -87,12 +100,15 @@ def main(argv: list[str] | None = None) -> dict:
     for (layer_set, radius), grids in maps.items():
         peaks, boxes = zip(*(peak_and_box(processor, grids[i], sizes[i]) for i in range(len(grids))))
         scores = localisation_scores(peaks, boxes, regions)
-        hits = []
+        hits, object_hits, object_points = [], [], []
         for i in located:
             top = np.argsort(grids[i].ravel())[::-1][: args.top_k]
             cells = [divmod(int(index), grids[i].shape[1]) for index in top]
             centres = [processor.grid_box_to_pixels((c, r, c + 1, r + 1), grids[i].shape, sizes[i]) for r, c in cells]
             hits.append(any(point_in_regions(((x0 + x1) / 2, (y0 + y1) / 2), regions[i]) for x0, y0, x1, y1 in centres))
+            if change_types[i] in ("color", "texture"):  # where the recoloured object is: among the kept patches?
+                object_hits.append(hits[-1])
+                object_points.append(point_in_regions(peaks[i], regions[i]))
         peak_values = [float(g.max()) for g in grids]
         report["results"][f"layers {','.join(map(str, layer_set))}, shift tolerance {radius}"] = {
             "layers": list(layer_set),
@@ -100,8 +116,17 @@ def main(argv: list[str] | None = None) -> dict:
             "pointing_game": scores["pointing_game"],
             f"top_{args.top_k}_includes_change": float(np.mean(hits)) if hits else None,
             "change_vs_no_change_auroc": roc_auc(peak_values, labels),
+            "colour_or_material_pointing_game": float(np.mean(object_points)) if object_points else None,
+            f"colour_or_material_top_{args.top_k}_includes_change": float(np.mean(object_hits))
+            if object_hits
+            else None,
             "colour_or_material_vs_no_change_auroc": roc_auc(
                 [peak_values[i] for i in object_vs_none], [labels[i] for i in object_vs_none]
+            )
+            if object_vs_none
+            else None,
+            "colour_or_material_vs_no_change_auroc_absolute": roc_auc(
+                [peaks_absolute[layer_set, radius][i] for i in object_vs_none], [labels[i] for i in object_vs_none]
             )
             if object_vs_none
             else None,

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# v3's numbers, after train.sh: its heads put into the shipped weights with v2's phrasing kept, then evaluated on the
+# held-out seeds (train/configs/evaluate-default.sh; reports in runs/eval-v3-*.json, copied into docs/).
+#   bash train/configs/default-v3/evaluate.sh      # SKIP_EXPORT=1 evaluates the weights already shipped
+set -euo pipefail
+[ -n "${SKIP_EXPORT:-}" ] || python -m onediff_idc.default_model replace-reading --heads runs/default-v3-heads/final
+bash train/configs/evaluate-default.sh v3

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The default model v3 on one CPU, resumable: rerun it after any interruption and it continues where it stopped
+# (the data; the heads, which cache the tower's features of both sets, then train). The phrasing is v2's: it was
+# learnt from true changes, so new heads need no new phrasing (default_model replace-reading).
+#   nohup bash train/configs/default-v3/train.sh > runs/default-v3.log 2>&1 &
+# Then: bash train/configs/default-v3/evaluate.sh
+set -euo pipefail
+bash train/configs/default-v3/data.sh
+HEADS=runs/default-v3-heads
+if [ ! -f "$HEADS/final/config.json" ]; then
+  RESUME=()
+  if compgen -G "$HEADS/checkpoints/checkpoint_*/checkpoint_complete.json" > /dev/null; then RESUME=(--resume latest); fi
+  python train/pretrain_delta.py --config train/configs/default-v3/heads.yaml "${RESUME[@]}"
+fi
