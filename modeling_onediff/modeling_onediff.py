@@ -282,14 +282,17 @@ class OneDiffDeltaAttentionMaps(ModelOutput):
     before (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): attention on the before image.
     after (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): attention on the after image.
     difference (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*): on B-A features.
+    pixels (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*): on the pixel tokens
+        (`delta_pixel_statistics`).
     change (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): where the module looked at all,
-        whatever the image: `before + after + difference`, rescaled to sum to 1 per pair (the change map).
+        whatever the image: `before + after + difference [+ pixels]`, rescaled to sum to 1 per pair (the change map).
     cross_attentions (`tuple(torch.FloatTensor)`): the raw per-block maps (see `OneDiffVisualOutput`).
     """
 
     before: torch.FloatTensor | None = None
     after: torch.FloatTensor | None = None
     difference: torch.FloatTensor | None = None
+    pixels: torch.FloatTensor | None = None
     change: torch.FloatTensor | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -493,9 +496,9 @@ class OneDiffVisualDeltaModule(nn.Module):
         self.alignment_projection = nn.Linear(ALIGNMENT_SIZE, width) if config.delta_alignment else None
         # one pixel token per patch in the context: statistics in A, in B, B-A (normalised pixels, a fixed scale: no
         # norm) and log1p of their change, relative and absolute
-        self.pixel_projection = None
-        self.num_pixel_statistics = PIXEL_STATISTICS_PER_CHANNEL * config.vision_config.num_channels
+        self.pixel_projection = self.num_pixel_statistics = None
         if config.delta_pixel_statistics:
+            self.num_pixel_statistics = PIXEL_STATISTICS_PER_CHANNEL * config.vision_config.num_channels
             self.pixel_projection = nn.Linear(3 * self.num_pixel_statistics + 2, width)
         self.difference_prior_scale = self.pixel_prior_scale = None
         if config.delta_difference_prior:
@@ -911,11 +914,12 @@ class OneDiffModel(OneDiffPreTrainedModel):
         batch_size = pixel_values.shape[0]
         grid_height, grid_width = self._patch_grid(pixel_values)
         num_patches = grid_height * grid_width
-        pixel_values = pixel_values.flatten(0, 1).to(self.vision_tower.dtype)  # (2B, C, H, W): both images at once
         pixel_statistics = None
-        if self.delta_module is not None and self.config.delta_pixel_statistics:
+        if self.delta_module is not None and self.config.delta_pixel_statistics:  # from the float pixels, as trained
             patch_size = self.config.vision_config.patch_size
-            pixel_statistics = patch_pixel_statistics(pixel_values, patch_size).unflatten(0, (batch_size, 2))
+            pixel_statistics = patch_pixel_statistics(pixel_values.flatten(0, 1), patch_size)
+            pixel_statistics = pixel_statistics.unflatten(0, (batch_size, 2))
+        pixel_values = pixel_values.flatten(0, 1).to(self.vision_tower.dtype)  # (2B, C, H, W): both images at once
         tower_kwargs = {"output_attentions": True} if output_attentions else {}
         vision_outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True, **tower_kwargs)
         hidden_states = vision_outputs.hidden_states
@@ -1178,19 +1182,24 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
         module = self.model.delta_module
         patches = visual.delta_context_patches
         kept = grid_height * grid_width if patches is None else patches.shape[1]
-        maps = torch.stack(visual.delta_cross_attentions, dim=1)  # (B, blocks, heads, Q, L*R*kept [+ L global])
-        maps = maps.float().mean(dim=(1, 2, 3))  # (B, L*R*kept [+ L])
-        maps = maps[:, : module.num_feature_layers * module.num_roles * kept]
-        maps = maps.unflatten(1, (module.num_feature_layers, module.num_roles, kept)).sum(dim=1)  # (B, R, kept)
+        # context: L*R*kept patch tokens [+ kept pixel tokens] [+ L global] [+ L alignment]
+        maps = torch.stack(visual.delta_cross_attentions, dim=1)  # (B, blocks, heads, Q, context)
+        maps = maps.float().mean(dim=(1, 2, 3))  # (B, context)
+        patch_tokens = module.num_feature_layers * module.num_roles * kept
+        roles = maps[:, :patch_tokens].unflatten(1, (module.num_feature_layers, module.num_roles, kept)).sum(dim=1)
+        if module.pixel_projection is not None:  # the pixel tokens: one more role
+            roles = torch.cat([roles, maps[:, None, patch_tokens : patch_tokens + kept]], dim=1)
+        maps = roles  # (B, roles, kept)
         if patches is not None:  # back onto the full grid: patches outside the zoom got no attention
-            full = maps.new_zeros(maps.shape[0], module.num_roles, grid_height * grid_width)
-            maps = full.scatter(2, patches[:, None, :].expand(-1, module.num_roles, -1), maps)
-        maps = maps.unflatten(2, (grid_height, grid_width))  # (B, R, h, w): attention mass per role and patch
+            full = maps.new_zeros(maps.shape[0], maps.shape[1], grid_height * grid_width)
+            maps = full.scatter(2, patches[:, None, :].expand(-1, maps.shape[1], -1), maps)
+        maps = maps.unflatten(2, (grid_height, grid_width))  # (B, roles, h, w): attention mass per role and patch
         change = maps.sum(dim=1)
         return OneDiffDeltaAttentionMaps(
             before=maps[:, 0],
             after=maps[:, 1],
             difference=maps[:, 2] if module.num_roles == 3 else None,
+            pixels=maps[:, -1] if module.pixel_projection is not None else None,
             change=change / change.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12),
             cross_attentions=visual.delta_cross_attentions,
         )

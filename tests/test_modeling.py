@@ -540,6 +540,12 @@ def test_pixel_statistics_point_the_zoom_at_a_recoloured_patch_the_features_miss
         states = [tower[i][:, 1:].unflatten(0, (2, 2)) for i in model.config.resolved_delta_feature_layers]  # no CLS
         direct = module([s[:, 0] for s in states], [s[:, 1] for s in states], pixel_statistics=expected)
     torch.testing.assert_close(visual.delta_hidden_states, model.model.delta_projector(direct.last_hidden_state))
+    # the change map counts the attention on the pixel tokens too: every patch token's share, summed, is all there is
+    maps = model.get_delta_attention_maps(batch["pixel_values"])
+    assert maps.pixels.shape == (2, 4, 4) and float(maps.pixels.sum()) > 0
+    attended = maps.before + maps.after + maps.difference + maps.pixels
+    assert float(attended.sum(dim=(1, 2)).max()) < 1  # the rest went to the global and alignment tokens
+    torch.testing.assert_close(maps.change, attended / attended.sum(dim=(1, 2), keepdim=True))
     model.train()
     model(**batch, labels=batch["input_ids"]).loss.backward()
     assert module.pixel_projection.weight.grad.abs().sum() > 0 and module.pixel_prior_scale.grad is not None

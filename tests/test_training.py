@@ -539,6 +539,8 @@ def test_extra_dataset_joins_the_training_pairs_with_its_own_cache(workspace, tm
     args += ["--per_device_train_batch_size", "4", "--logging_steps", "1", "--extra_dataset_path", extra]
     pretrain_delta.main([str(a) for a in [*args, "--num_train_epochs", "1"]])
     assert (tmp_path / "out" / "features-extra" / "train.npy").is_file()
+    record = json.loads((tmp_path / "out" / "final" / "onediff_training.json").read_text())
+    assert record["datasets"] == ["data", "extra"]  # the card names both
     pairs = len(load_diffcap(workspace / "data", splits=("train",))["train"]) + 6
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
     assert max(record["step"] for record in log) == -(-pairs // 4)  # one epoch over both sets

@@ -219,9 +219,11 @@ def set_fields(instance) -> dict:
     return values
 
 
-def training_record(script: str, model_args: ModelArguments, *arguments, dataset_path: str | None = None) -> dict:
+def training_record(
+    script: str, model_args: ModelArguments, *arguments, dataset_path: str | list[str] | None = None
+) -> dict:
     """What a `final/` folder records of its making: the script, every argument, where it started, the base models
-    (the towers, or those the starting checkpoint records) and the data."""
+    (the towers, or those the starting checkpoint records) and the data (one folder or several)."""
     from onediff_idc.model_card import TRAINING_RECORD, hub_name
 
     start = model_args.model_name_or_path
@@ -235,7 +237,9 @@ def training_record(script: str, model_args: ModelArguments, *arguments, dataset
         "arguments": tracker_config(*(set_fields(a) for a in (model_args, *arguments))),
         "start": start,
         "base_models": base_models,
-        "datasets": [Path(dataset_path).name] if dataset_path else [],
+        "datasets": [
+            Path(path).name for path in ([dataset_path] if isinstance(dataset_path, str) else dataset_path or [])
+        ],
     }
 
 

@@ -463,7 +463,8 @@ def cached_layer_positions(cached: list[int], wanted: list[int]) -> list[int] | 
 
 def zoomed_inputs(inputs: DeltaInputs, batch_size: int, desc: str) -> dict[str, np.ndarray]:
     """Every pair's zoomed `OneDiffDeltaInputs` as arrays: the kept patches' features in float16 (the cache's own
-    values), their indices, and float32 relative change, global statistics and alignment (from every patch)."""
+    values), their indices, and float32 relative change, global statistics and alignment (from every patch), and
+    with `delta_pixel_statistics` the kept patches' pixel statistics and their relative and absolute change."""
     parts: dict[str, list] = {
         name: [] for name in ("before_after", "patches", "relative", "global", "alignment", "pixel_statistics")
     }
@@ -605,6 +606,7 @@ def main(argv: list[str] | None = None) -> Path:
             extra_pixels = cache_pixel_statistics(model, processor, extra, extra_dir / f"{extra_path.stem}.pixels.npy")
         extra_inputs = delta_inputs(model.model.delta_module, extra_features, extra_path, pixels_path=extra_pixels)
         train_inputs = DeltaInputs.join([train_inputs, extra_inputs])
+        del extra_inputs  # the joined copy is the one training reads
 
     evaluation = None
     if args.dataset_eval_split:
@@ -701,7 +703,8 @@ def main(argv: list[str] | None = None) -> Path:
             evaluation[0].features, evaluation[2], model.config.resolved_delta_feature_layers
         )
     (output_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    training = training_record("train/pretrain_delta.py", model_args, args, dataset_path=args.dataset_path)
+    datasets = [args.dataset_path, *([args.extra_dataset_path] if args.extra_dataset_path else [])]
+    training = training_record("train/pretrain_delta.py", model_args, args, dataset_path=datasets)
     return save_final(model, processor, output_dir / "final", training)
 
 
