@@ -118,6 +118,13 @@ class OneDiffConfig(PreTrainedConfig):
             value's words). The language model then reads the change as a handful of word-like tokens and only has
             to phrase it, so its caption says what the delta module decided; the delta projector is not built.
             `None` (the default): the paper's continuous delta tokens, one per query.
+        delta_change_schema (`dict[str, dict[str, list[str]]]`, *optional*):
+            Which fields each change type has, and which of their values, e.g. `{"color": {"color": [...], "new_value":
+            ["red", ...], ...}, "none": {}}` (`train/pretrain_delta.py` records it from the training data). With it the
+            change heads choose the most likely *valid* change, jointly: for every type in the schema, its score plus
+            the best allowed value of each of its fields and "absent" for the others (log-probabilities); a texture
+            change to "brown" or a colour change without an object can no longer be said. Needs `delta_change_fields`
+            with a `type` field. `None`: every field's most likely value, independently.
         delta_no_change_logit_bias (`float`, *optional*, defaults to 0.0):
             Added to the "none" score of the `type` change field at inference (not while training): a post-hoc logit
             adjustment towards saying "no change", calibrated after training on validation pairs so that unchanged
@@ -181,6 +188,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_alignment: bool = False
     delta_pixel_statistics: bool = False
     delta_change_fields: dict[str, list[str]] | None = None
+    delta_change_schema: dict[str, dict[str, list[str]]] | None = None
     delta_no_change_logit_bias: float = 0.0
     use_image_tokens: bool = True
     delta_attention_dropout: float = 0.0
@@ -253,6 +261,7 @@ class OneDiffConfig(PreTrainedConfig):
         if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
             raise ValueError(f"`delta_shift_tolerance` must be a non-negative integer (patches), got {shift!r}")
         self._check_change_fields()
+        self._check_change_schema()
         if isinstance(self.delta_no_change_logit_bias, bool) or not isinstance(
             self.delta_no_change_logit_bias, (int, float)
         ):
@@ -308,6 +317,52 @@ class OneDiffConfig(PreTrainedConfig):
         """A copy with `overrides` set and every field checked again (`from_pretrained(path, **overrides)` sets them
         after the checks, so e.g. `delta_change_fields` would keep an order that a reload permutes)."""
         return type(self)(**{**self.to_dict(), **overrides})
+
+    def _check_change_schema(self) -> None:
+        schema = self.delta_change_schema
+        if schema is None:
+            return
+        fields = self.delta_change_fields or {}
+        if "type" not in fields:
+            raise ValueError("`delta_change_schema` needs `delta_change_fields` with a `type` field")
+        if not isinstance(schema, dict) or not schema:
+            raise ValueError(
+                f"`delta_change_schema` must be a non-empty dict (type -> field -> values), got {schema!r}"
+            )
+        checked = {}
+        for change_type, type_fields in sorted(schema.items()):
+            if change_type not in fields["type"]:
+                raise ValueError(f"`delta_change_schema` names type {change_type!r}, not one of {fields['type']}")
+            if not isinstance(type_fields, dict):
+                raise ValueError(f"`delta_change_schema[{change_type!r}]` must be a dict (field -> values)")
+            checked[change_type] = {}
+            for name, values in sorted(type_fields.items()):
+                if name == "type" or name not in fields:
+                    raise ValueError(
+                        f"`delta_change_schema[{change_type!r}]` names field {name!r}, not one of the other fields "
+                        f"of `delta_change_fields`"
+                    )
+                if not isinstance(values, (list, tuple)) or not values or not set(values) <= set(fields[name]):
+                    raise ValueError(
+                        f"`delta_change_schema[{change_type!r}][{name!r}]` must list some of {fields[name]}, "
+                        f"got {values!r}"
+                    )
+                checked[change_type][name] = sorted(set(values), key=fields[name].index)
+        self.delta_change_schema = checked
+
+    @staticmethod
+    def change_schema(changes: list[str | dict]) -> dict[str, dict[str, list[str]]]:
+        """The `delta_change_schema` of these changes (dicts or JSON): each type's fields and the values they took."""
+        schema: dict[str, dict[str, set]] = {}
+        for change in changes:
+            if not change:  # pairs without a known change (None, "")
+                continue
+            change = json.loads(change) if isinstance(change, str) else change
+            type_fields = schema.setdefault(str(change["type"]), {})
+            for name, value in change.items():
+                if name != "type":
+                    type_fields.setdefault(name, set()).add(str(value))
+        return {t: {name: sorted(values) for name, values in f.items()} for t, f in schema.items()}
 
     def encode_change(self, change: str | dict) -> list[int]:
         """A change (a dict, or its JSON as the datasets' `change` column holds it) as the class of every field of

@@ -731,6 +731,23 @@ class OneDiffChangeHeads(nn.Module):
         self.offsets = [sum(self.num_classes[:k]) for k in range(len(self.num_classes))]
         self.classifiers = nn.ModuleList(nn.Linear(config.delta_hidden_size, n) for n in self.num_classes)
         self.value_embeddings = nn.Embedding(sum(self.num_classes), config.text_config.hidden_size)
+        # with `delta_change_schema`: per field other than the type, which of its classes each type allows (the
+        # "absent" class for fields the type lacks); types outside the schema are never chosen. Plain lists: tensors
+        # made here would be left on the meta device by from_pretrained's empty initialisation
+        self.type_field = self.fields.index("type") if "type" in self.fields else None
+        self.allowed = None
+        if config.delta_change_schema:
+            schema, types = config.delta_change_schema, config.delta_change_fields["type"]
+            self.schema_types = [t in schema for t in types]
+            self.allowed = [
+                None
+                if k == self.type_field
+                else [
+                    [values.index(v) for v in schema[t][name]] if name in schema.get(t, {}) else [len(values)]
+                    for t in types
+                ]
+                for k, (name, values) in enumerate(config.delta_change_fields.items())
+            ]
         self.no_change_logit_bias = float(config.delta_no_change_logit_bias)
         self.no_change_class = None  # (field, class) of "type": "none", the class the bias favours
         if self.no_change_logit_bias:
@@ -748,8 +765,29 @@ class OneDiffChangeHeads(nn.Module):
         return tuple(logits)
 
     def choose(self, logits: tuple[torch.Tensor, ...]) -> torch.LongTensor:
-        """The highest-scoring class of every field: `(batch_size, num_fields)`."""
-        return torch.stack([scores.argmax(-1) for scores in logits], dim=1)
+        """The class of every field, `(batch_size, num_fields)`: each field's highest-scoring one or, with
+        `delta_change_schema`, the most likely valid change (see the config)."""
+        if self.allowed is None:
+            return torch.stack([scores.argmax(-1) for scores in logits], dim=1)
+        type_scores = logits[self.type_field].float().log_softmax(-1)
+        in_schema = torch.tensor(self.schema_types, device=type_scores.device)
+        total = type_scores[:, : len(in_schema)].masked_fill(~in_schema, float("-inf"))  # (B, T)
+        best = []
+        for scores, allowed in zip(logits, self.allowed):
+            if allowed is None:
+                best.append(None)
+                continue
+            mask = torch.zeros(len(allowed), scores.shape[-1], dtype=torch.bool, device=scores.device)
+            for row, classes in enumerate(allowed):
+                mask[row, classes] = True
+            scores = scores.float().log_softmax(-1)[:, None, :]  # (B, 1, C)
+            masked = scores.masked_fill(~mask, float("-inf"))  # (B, T, C)
+            value, index = masked.max(-1)  # the best allowed class of this field, per type
+            total = total + value
+            best.append(index)
+        chosen_type = total.argmax(-1)  # (B,)
+        rows = torch.arange(len(chosen_type), device=chosen_type.device)
+        return torch.stack([chosen_type if index is None else index[rows, chosen_type] for index in best], dim=1)
 
     def embed(self, classes: torch.LongTensor) -> torch.Tensor:
         """The delta tokens `(batch_size, num_fields, hidden_size)` of chosen classes `(batch_size, num_fields)`."""

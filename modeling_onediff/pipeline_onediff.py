@@ -209,7 +209,7 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
             if change_threshold is not None:
                 outputs["captioned"] = outputs["change_probability"] >= change_threshold
         if return_change_fields:
-            outputs["change_classes"] = torch.stack([scores.argmax(-1) for scores in visual.change_logits], 1).cpu()
+            outputs["change_classes"] = self.model.model.change_heads.choose(visual.change_logits).cpu()
         if return_change_map:
             outputs["change_map"] = self.model.get_delta_attention_maps(image_outputs=visual).change.float().cpu()
             outputs["after_size"] = after_size

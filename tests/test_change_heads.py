@@ -278,3 +278,64 @@ def test_no_change_logit_bias_moves_the_decision_and_the_probability_at_inferenc
         tiny_config(delta_change_fields={"type": ["add", "drop"]}, delta_no_change_logit_bias=1.0)
     with pytest.raises(ValueError, match='has a "none" value'):
         tiny_config(delta_no_change_logit_bias=1.0)
+
+
+SCHEMA = {"add": {"color": ["red", "blue"], "shape": ["cube", "sphere"]}, "color": {"color": ["blue"]}, "none": {}}
+
+
+def test_change_schema_decodes_the_most_likely_valid_change(tmp_path):
+    model, processor = bottleneck_model(delta_change_schema=SCHEMA)
+    heads = model.model.change_heads
+    absent = -20.0
+
+    def logits(color, shape, change_type):  # log-probabilities-to-be of each field, "absent" last
+        return tuple(torch.tensor([row]) for row in (color, shape, change_type))
+
+    # each field's favourite says "nothing changed, and the red cube did": no such change exists
+    inconsistent = logits([3.0, 0.0, 0.0, 1.0], [2.0, 0.0, 1.5], [0.0, 0.0, 1.0, absent])
+    assert heads.choose(inconsistent).tolist() == [[0, 0, 0]]  # joint: "add" of the red cube (3 + 2 + 0 beats 1+1+1.5)
+    plain, _ = bottleneck_model()
+    assert plain.model.change_heads.choose(inconsistent).tolist() == [[0, 0, 2]]  # per field, as before
+    # a colour change has only a new colour here: the shape is absent, the colour the allowed one, whatever scores more
+    colour = logits([5.0, 1.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 12.0, 0.0, absent])
+    assert heads.choose(colour).tolist() == [[1, 2, 1]]
+    # a type outside the schema, or "absent" as a type, is never said
+    outside = logits([0.0, 0.0, 9.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 9.0])
+    assert heads.choose(outside).tolist()[0][2] in (0, 1, 2)
+
+    # the forward and the pipeline use the same choice; the schema survives save and reload
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert OneDiffConfig.from_pretrained(tmp_path).delta_change_schema == {
+        "add": {"color": ["red", "blue"], "shape": ["cube", "sphere"]},
+        "color": {"color": ["blue"]},
+        "none": {},
+    }
+    captioner = pipeline("image-difference-captioning", model=str(tmp_path), trust_remote_code=True)
+    before, after = pairs(1)[0]
+    fields = captioner({"before": before, "after": after}, max_new_tokens=2, return_change_fields=True)
+    with torch.no_grad():
+        visual = model(**chat_inputs(processor, [(before, after)])).image_outputs
+    chosen = heads.choose(visual.change_logits)
+    assert fields["change_fields"] == model.config.decode_change(chosen[0].tolist())
+    torch.testing.assert_close(visual.delta_hidden_states, heads.embed(chosen))
+    assert fields["change_fields"].get("type") in SCHEMA
+
+
+def test_change_schema_is_recorded_from_changes_and_checked():
+    changes = ['{"type": "add", "color": "red", "shape": "cube"}', {"type": "color", "color": "blue"}, {"type": "none"}]
+    assert OneDiffConfig.change_schema([*changes, None, ""]) == {
+        "add": {"color": ["red"], "shape": ["cube"]},
+        "color": {"color": ["blue"]},
+        "none": {},
+    }
+    for bad, message in (
+        ({"move": {}}, "names type 'move'"),
+        ({"add": {"type": ["add"]}}, "names field 'type'"),
+        ({"add": {"color": ["green"]}}, "must list some of"),
+        ({}, "non-empty dict"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            tiny_config(delta_change_fields=FIELDS, use_image_tokens=False, delta_change_schema=bad)
+    with pytest.raises(ValueError, match="needs `delta_change_fields`"):
+        tiny_config(delta_change_schema=SCHEMA)

@@ -853,6 +853,9 @@ def test_change_bottleneck_heads_then_phrasing_of_the_true_change(workspace, tmp
     config = json.loads((heads / "config.json").read_text())
     assert config["use_image_tokens"] is False and {"type", "color", "direction"} <= set(config["delta_change_fields"])
     assert (config["delta_zoom_patches"], config["delta_shift_tolerance"]) == (4, 1)
+    train_changes = load_diffcap(workspace / "data", splits=("train",))["train"]["change"]
+    assert config["delta_change_schema"] == OneDiffForConditionalGeneration.config_class.change_schema(train_changes)
+    assert config["delta_change_schema"]["none"] == {} and "new_value" in config["delta_change_schema"]["color"]
     assert OneDiffProcessor.from_pretrained(heads).num_delta_tokens == len(config["delta_change_fields"])
     train_losses = losses(tmp_path / "heads" / "log.jsonl")
     assert sum(train_losses[-3:]) < 0.7 * sum(train_losses[:3])
@@ -896,7 +899,9 @@ def test_change_bottleneck_heads_then_phrasing_of_the_true_change(workspace, tmp
     )
 
 
-def test_no_change_calibration_picks_the_balanced_bias_and_the_model_applies_it(workspace, tmp_path):
+@pytest.mark.parametrize("schema", [False, True], ids=["per-field", "valid-changes"])
+def test_no_change_calibration_picks_the_balanced_bias_and_the_model_applies_it(workspace, tmp_path, schema):
+    from modeling_onediff import OneDiffConfig
     from onediff_idc.train import calibrate_no_change
 
     data = load_diffcap(workspace / "data", splits=("train", "validation"))
@@ -909,6 +914,7 @@ def test_no_change_calibration_picks_the_balanced_bias_and_the_model_applies_it(
         num_delta_queries=len(fields),
         delta_change_fields={name: sorted(values) for name, values in fields.items()},
         use_image_tokens=False,
+        **({"delta_change_schema": OneDiffConfig.change_schema(data["train"]["change"])} if schema else {}),
     )
     overrides = tmp_path / "overrides.json"
     overrides.write_text(json.dumps({"use_image_tokens": False}))
@@ -940,7 +946,8 @@ def test_no_change_calibration_picks_the_balanced_bias_and_the_model_applies_it(
         rows = data["validation"]
         scores = calibrate_no_change.pair_scores(model, processor, rows, 5)
         types = model.config.delta_change_fields["type"]
-        said_none = scores[list(model.config.delta_change_fields).index("type")].argmax(-1) == types.index("none")
+        chosen_classes = model.model.change_heads.choose(tuple(torch.from_numpy(s) for s in scores)).numpy()
+        said_none = chosen_classes[:, list(model.config.delta_change_fields).index("type")] == types.index("none")
         unchanged = np.array([json.loads(c)["type"] == "none" for c in rows["change"]])
         point = next(p for p in curve if p["bias"] == bias)
         assert said_none[unchanged].mean() == point["unchanged_said_no_change"]

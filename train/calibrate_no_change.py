@@ -64,20 +64,26 @@ def rates(predicted: np.ndarray, truth: np.ndarray, unchanged: np.ndarray, none_
     }
 
 
-def calibrate(scores: list[np.ndarray], truth: np.ndarray, sources: np.ndarray, config, grid: np.ndarray) -> dict:
-    """The report: rates at every bias of `grid` and the chosen bias (see the module's docstring)."""
+def argmax_per_field(scores: list[np.ndarray]) -> np.ndarray:
+    return np.stack([s.argmax(-1) for s in scores], axis=1)
+
+
+def calibrate(
+    scores: list[np.ndarray], truth: np.ndarray, sources: np.ndarray, config, grid: np.ndarray, choose=argmax_per_field
+) -> dict:
+    """The report: rates at every bias of `grid` and the chosen bias (see the module's docstring). `choose` turns
+    every field's scores into the classes the model says (the change heads' `choose`: with `delta_change_schema`
+    the most likely valid change, which a bias on "none" moves as a whole)."""
     fields = list(config.delta_change_fields)
     type_field, none_class = fields.index("type"), config.delta_change_fields["type"].index("none")
     unchanged = truth[:, type_field] == none_class
     if unchanged.all() or not unchanged.any():
         raise ValueError("Calibration needs both unchanged and changed pairs in the split")
-    chosen_without_type = np.stack([s.argmax(-1) for s in scores], axis=1)
     curve = []
     for bias in grid:
         type_scores = scores[type_field].copy()
         type_scores[:, none_class] += bias
-        predicted = chosen_without_type.copy()
-        predicted[:, type_field] = type_scores.argmax(-1)
+        predicted = choose([type_scores if k == type_field else s for k, s in enumerate(scores)])
         point = {"bias": round(float(bias), 4), **rates(predicted, truth, unchanged, none_class, type_field)}
         point["by_source"] = {
             source: rates(predicted[rows], truth[rows], unchanged[rows], none_class, type_field)
@@ -106,7 +112,13 @@ def main(argv: list[str] | None = None) -> dict:
     truth = np.array([config.encode_change(change) for change in split["change"]])
     scores = pair_scores(model, processor, split, args.batch_size)
     start, stop, step = args.grid
-    report = calibrate(scores, truth, np.array(split["source"]), config, np.arange(start, stop + step / 2, step))
+    heads = model.model.change_heads
+
+    def choose(field_scores: list[np.ndarray]) -> np.ndarray:  # as the model decides
+        return heads.choose(tuple(torch.from_numpy(s) for s in field_scores)).numpy()
+
+    grid = np.arange(start, stop + step / 2, step)
+    report = calibrate(scores, truth, np.array(split["source"]), config, grid, choose)
     report = {"model": args.model, "data": args.data, "split": args.split, **report}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -568,6 +568,8 @@ def main(argv: list[str] | None = None) -> Path:
         # embeddings started at the words) and drops the image tokens, the processor following
         model_args.model_config_overrides = {
             "delta_change_fields": vocab,
+            # which fields and values each type has: the heads decode only changes that exist (most likely jointly)
+            "delta_change_schema": OneDiffConfig.change_schema(changes),
             "use_image_tokens": False,
             **model_args.model_config_overrides,
         }
