@@ -228,6 +228,8 @@ def plot(curves: dict, path: Path) -> None:
     for index, (name, points) in enumerate(curves.items()):
         color = f"C{index}"
         for source, style in zip(SOURCES, ("-", "--")):
+            if not any(p[source]["pairs"] for p in points):  # a curve focused on other change types
+                continue
             xs = [p["pairs_seen"] for p in points]
             axis.plot(
                 xs, [p[source]["exact"] for p in points], style, marker="o", color=color, label=f"{name}: {source}"
