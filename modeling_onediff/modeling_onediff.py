@@ -175,7 +175,11 @@ def relative_change(
 ) -> torch.Tensor:
     """`change_magnitude` over the mean change of its layer's patches: where an image changed most, whatever the
     layer's scale (`(batch_size, num_layers, num_patches)`)."""
-    magnitude = change_magnitude(before, after, patch_grid, shift_tolerance, change)
+    return relative_to_mean(change_magnitude(before, after, patch_grid, shift_tolerance, change))
+
+
+def relative_to_mean(magnitude: torch.Tensor) -> torch.Tensor:
+    """Each patch's change over the mean over the patches (the last dimension)."""
     return magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
 
 
@@ -579,7 +583,7 @@ class OneDiffVisualDeltaModule(nn.Module):
             tolerance = self.config.delta_shift_tolerance
             pixel_distance = change_magnitude(pixel_statistics[:, :1], pixel_statistics[:, 1:], patch_grid, tolerance)
             pixel_distance = pixel_distance[:, 0]
-            pixel_change = pixel_distance / (pixel_distance.mean(dim=-1, keepdim=True) + 1e-6)
+            pixel_change = relative_to_mean(pixel_distance)
         # the raw change feeds the global tokens, the prior and the zoom: computed only when one of them is on
         zoomed = self.zoom_row_embeddings is not None
         needs_relative = zoomed or self.difference_prior_scale is not None

@@ -448,6 +448,17 @@ def delta_inputs(
         return DeltaInputs(module, features, {name: stored[name] for name in stored.files})
 
 
+def cached_delta_inputs(model, processor, split, cache_dir: Path, name: str, batch_size: int) -> DeltaInputs:
+    """`delta_inputs` of `split` from its caches in `cache_dir`: the tower's features (`name.npy`, `cache_features`)
+    and, with `delta_pixel_statistics`, the pixel statistics beside them (`name.pixels.npy`)."""
+    path = cache_dir / f"{name}.npy"
+    features = cache_features(model, processor, split, path, batch_size)
+    pixels = None
+    if model.config.delta_pixel_statistics:
+        pixels = cache_pixel_statistics(model, processor, split, cache_dir / f"{name}.pixels.npy")
+    return delta_inputs(model.model.delta_module, features, path, pixels_path=pixels)
+
+
 def cached_layer_positions(cached: list[int], wanted: list[int]) -> list[int] | None:
     """Where each of `wanted`'s vision layers sits in a cache of `cached` layers (None: the cache holds exactly these),
     so that designs reading different layers share one cache of their union."""
@@ -591,22 +602,13 @@ def main(argv: list[str] | None = None) -> Path:
         words = WordTargets(vocab, model.get_input_embeddings().weight, processor.tokenizer)
         model.model.delta_projector.requires_grad_(True)
     cache_dir = Path(args.feature_cache_dir) if args.feature_cache_dir else output_dir / "features"
-    train_path = cache_dir / f"{args.dataset_train_split}.npy"
-    features = cache_features(model, processor, train, train_path, args.feature_batch_size)
-    pixels_path = None
-    if model.config.delta_pixel_statistics:
-        pixels_path = cache_pixel_statistics(model, processor, train, cache_dir / f"{train_path.stem}.pixels.npy")
-    train_inputs = delta_inputs(model.model.delta_module, features, train_path, pixels_path=pixels_path)
+    split_name, feature_batch = args.dataset_train_split, args.feature_batch_size
+    train_inputs = cached_delta_inputs(model, processor, train, cache_dir, split_name, feature_batch)
     if extra is not None:  # its own cache; the zoomed inputs of both are joined in memory
         extra_dir = (
             Path(args.extra_feature_cache_dir) if args.extra_feature_cache_dir else output_dir / "features-extra"
         )
-        extra_path = extra_dir / f"{args.dataset_train_split}.npy"
-        extra_features = cache_features(model, processor, extra, extra_path, args.feature_batch_size)
-        extra_pixels = None
-        if model.config.delta_pixel_statistics:
-            extra_pixels = cache_pixel_statistics(model, processor, extra, extra_dir / f"{extra_path.stem}.pixels.npy")
-        extra_inputs = delta_inputs(model.model.delta_module, extra_features, extra_path, pixels_path=extra_pixels)
+        extra_inputs = cached_delta_inputs(model, processor, extra, extra_dir, split_name, feature_batch)
         train_inputs = DeltaInputs.join([train_inputs, extra_inputs])
         del extra_inputs  # the joined copy is the one training reads
 
@@ -615,14 +617,9 @@ def main(argv: list[str] | None = None) -> Path:
         eval_split, eval_labels = known_changes(data[args.dataset_eval_split], vocab)  # drop unseen values
         if model.model.change_heads is not None:  # "absent" is a class the heads must get right too
             eval_labels = np.array([model.config.encode_change(change) for change in eval_split["change"]])
-        eval_path = cache_dir / f"{args.dataset_eval_split}.npy"
-        eval_features = cache_features(model, processor, eval_split, eval_path, args.feature_batch_size)
-        eval_pixels = None
-        if model.config.delta_pixel_statistics:
-            eval_pixels = cache_pixel_statistics(
-                model, processor, eval_split, cache_dir / f"{eval_path.stem}.pixels.npy"
-            )
-        eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path, pixels_path=eval_pixels)
+        eval_inputs = cached_delta_inputs(
+            model, processor, eval_split, cache_dir, args.dataset_eval_split, feature_batch
+        )
         evaluation = (eval_inputs, eval_labels, eval_split["change_type"])
 
     # what learns, as one module: checkpoints hold these (a few MB), not the frozen towers

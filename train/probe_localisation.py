@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
-from modeling_onediff.modeling_onediff import change_magnitude
+from modeling_onediff.modeling_onediff import change_magnitude, relative_to_mean
 from onediff_idc.eval.change_detection import localisation_scores, peak_and_box, point_in_regions, roc_auc
 from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
 from onediff_idc.train.pretrain_delta import pair_patch_states, pair_pixel_statistics
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if PIXELS in layer_set:  # one more layer, as the zoom of `delta_pixel_statistics` counts it
                     parts.append(change_magnitude(pixels[:, :1], pixels[:, 1:], grid, radius))
                 magnitude = torch.cat(parts, dim=1)
-                relative = (magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)).mean(1)  # relative_change's
+                relative = relative_to_mean(magnitude).mean(1)  # each layer's relative_change, averaged
                 peaks_absolute[layer_set, radius] += magnitude.amax(-1).mean(1).tolist()
                 maps[layer_set, radius] += list(relative.unflatten(-1, grid).numpy())
         sizes += [pair[1].size for pair in pairs]
