@@ -250,11 +250,20 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_arguments(args: argparse.Namespace) -> list[str]:
+    """The demo app's command line: only what was given, so the app's own defaults (GRADIO_SERVER_NAME,
+    GRADIO_SERVER_PORT, then PORT) apply to the rest."""
+    argv = []
+    for flag, value in (("--host", args.host), ("--port", args.port), ("--model", args.model)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
 def demo_command(args: argparse.Namespace) -> int:
     from onediff_idc.spaces_demo.app import main as demo_main
 
-    argv = ["--host", args.host, "--port", str(args.port)] + (["--model", args.model] if args.model else [])
-    demo_main(argv)
+    demo_main(demo_arguments(args))
     return 0
 
 
@@ -509,8 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = commands.add_parser("demo", help="serve the Gradio demo (spaces_demo/app.py)")
     d.add_argument("--model", default=None, help="OneDiff checkpoint folder (default: the embedded default model)")
-    d.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
-    d.add_argument("--port", type=int, default=7860, help="port to serve on")
+    d.add_argument(
+        "--host",
+        default=None,
+        help="address to serve on (0.0.0.0: every interface; default: GRADIO_SERVER_NAME, else 127.0.0.1)",
+    )
+    d.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT, else PORT, else 7860)")
     d.set_defaults(func=demo_command)
 
     bench = commands.add_parser("bench", help="speed, memory and MFU of OneDiff vs a LLaVA-style baseline")

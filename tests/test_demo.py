@@ -11,6 +11,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from transformers import pipeline
 
+from onediff_idc.cli import build_parser, demo_arguments
 from onediff_idc.spaces_demo.app import DEFAULT_MAX_NEW_TOKENS, build_demo, parse_args, task_prompts
 from tiny import random_image, save_tiny_model
 
@@ -89,6 +90,15 @@ def test_host_and_port_follow_gradios_variables_then_port(monkeypatch):
     args = parse_args([])
     assert (args.host, args.port) == ("0.0.0.0", 7999)
     assert parse_args(["--port", "1234"]).port == 1234  # the command line wins
+
+
+def test_onediff_demo_keeps_gradios_variables_unless_told(monkeypatch):
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    args = parse_args(demo_arguments(build_parser().parse_args(["demo"])))
+    assert (args.host, args.port, args.model) == ("0.0.0.0", 7999, None)
+    args = parse_args(demo_arguments(build_parser().parse_args(["demo", "--port", "1234", "--model", "ckpt"])))
+    assert (args.host, args.port, args.model) == ("0.0.0.0", 1234, "ckpt")
 
 
 @pytest.mark.parametrize("bad", ["notes.png", "cut.png", "huge.png", None])
