@@ -175,6 +175,24 @@ def replace_reading(heads_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
     return dest
 
 
+def set_change_schema(data: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
+    """Makes the shipped change heads decode only valid changes: the `delta_change_schema` of the training pairs in
+    `data` (a DiffCap folder; its train split) joins the shipped config overrides. v2's phrasing run predates the
+    schema, so its export carries none; a heads run of `train/pretrain_delta.py` records its own."""
+    from modeling_onediff import OneDiffConfig
+    from onediff_idc.processing.schema import load_diffcap
+
+    changes = load_diffcap(data, ("train",))["train"]["change"]
+    overrides = json.loads((dest / CONFIG_OVERRIDES).read_text())
+    overrides["delta_change_schema"] = OneDiffConfig.change_schema(changes)
+    # the schema must fit the shipped heads' fields and values (raises otherwise)
+    OneDiffConfig(
+        delta_change_fields=overrides.get("delta_change_fields"), delta_change_schema=overrides["delta_change_schema"]
+    )
+    (dest / CONFIG_OVERRIDES).write_text(json.dumps(overrides, indent=1, sort_keys=True) + "\n")
+    return dest
+
+
 def config_overrides(trained: Path, base: Path) -> dict:
     """The OneDiff fields (not the towers' configs or token ids) in which the trained config.json differs from the
     base's: what the base needs to become the trained architecture before the adapter goes on."""
@@ -251,6 +269,10 @@ def build_parser():
         help="a change-heads run's delta module and classifiers into the shipped weights, keeping their phrasing",
     )
     reading.add_argument("--heads", required=True, help="final/ folder of a train/pretrain_delta.py run")
+    schema = commands.add_parser(
+        "set-schema", help="the shipped heads decode only the valid changes of a dataset's training pairs"
+    )
+    schema.add_argument("--data", required=True, help="the DiffCap folder the heads were trained on")
     random_base = commands.add_parser(
         "random-base", help="the base checkpoint's architecture with random weights (the ablation without pretraining)"
     )
@@ -264,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
         print(export_trained(args.source))
     elif args.command == "replace-reading":
         print(replace_reading(args.heads))
+    elif args.command == "set-schema":
+        print(set_change_schema(args.data))
     else:
         print(assemble_base(Path(args.out), random_towers=True))
 

@@ -249,3 +249,30 @@ def test_replace_reading_swaps_the_delta_module_and_classifiers_and_keeps_the_ph
     (heads / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="other change fields"):
         default_model.replace_reading(heads, dest)
+
+
+def test_set_schema_writes_the_training_pairs_schema_beside_the_shipped_overrides(tmp_path):
+    import shutil
+
+    from modeling_onediff import OneDiffConfig
+    from onediff_idc.processing.build import BuildSpec, build
+    from onediff_idc.processing.schema import load_diffcap
+
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    shutil.copy(default_model.WEIGHTS_DIR / default_model.CONFIG_OVERRIDES, dest)
+    shipped = json.loads((dest / default_model.CONFIG_OVERRIDES).read_text())
+    spec = BuildSpec(seed=4, scene_pairs=12, photo_pairs=26, caption_samples=0, eval_fraction=0.2, resolution=48)
+    build(spec, tmp_path / "data", progress=False)
+    default_model.set_change_schema(tmp_path / "data", dest)
+    written = json.loads((dest / default_model.CONFIG_OVERRIDES).read_text())
+    changes = load_diffcap(tmp_path / "data", ("train",))["train"]["change"]
+    assert written["delta_change_schema"] == OneDiffConfig.change_schema(changes)
+    assert {k: v for k, v in written.items() if k != "delta_change_schema"} == {
+        k: v for k, v in shipped.items() if k != "delta_change_schema"
+    }
+    # heads whose values the data does not know cannot take its schema
+    shipped["delta_change_fields"]["color"] = ["red"]
+    (dest / default_model.CONFIG_OVERRIDES).write_text(json.dumps(shipped))
+    with pytest.raises(ValueError, match="delta_change_schema"):
+        default_model.set_change_schema(tmp_path / "data", dest)

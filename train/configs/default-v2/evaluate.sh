@@ -3,5 +3,9 @@
 # seeds (train/configs/evaluate-default.sh).
 #   bash train/configs/default-v2/evaluate.sh        # SKIP_EXPORT=1 evaluates the weights already shipped
 set -euo pipefail
-[ -n "${SKIP_EXPORT:-}" ] || python -m onediff_idc.default_model export --from runs/default-v2-phrase
+if [ -z "${SKIP_EXPORT:-}" ]; then
+  python -m onediff_idc.default_model export --from runs/default-v2-phrase
+  # the heads decode only valid changes (the phrasing run predates delta_change_schema)
+  python -m onediff_idc.default_model set-schema --data runs/curve-data-zoom
+fi
 bash train/configs/evaluate-default.sh v2
