@@ -23,6 +23,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 PARITY_TOLERANCE = 1e-4
@@ -160,18 +161,24 @@ def _seal(folder: Path, source_sha256: str, extra: dict | None = None) -> None:
 def cached_build(folder: Path, source_sha256: str, build: Callable[[Path], dict | None]) -> Path:
     """`folder` when it holds a complete build of this source (every file still matches its recorded hash);
     otherwise `build(tmp)` writes it afresh into a temporary sibling (returning extra manifest fields, or None),
-    which is sealed and renamed into place: an interrupted build never looks complete."""
+    which is sealed and renamed into place: an interrupted build never looks complete. Builds of one folder take
+    turns (a lock file beside it): processes that first use a changed model at the same moment build it once,
+    instead of deleting each other's half-written files."""
     if _is_complete(folder, source_sha256):
         return folder
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    extra = build(tmp)
-    _seal(tmp, source_sha256, extra)
-    tmp.rename(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder.with_name(folder.name + ".lock")):
+        if _is_complete(folder, source_sha256):  # built by another process while this one waited
+            return folder
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp = folder.with_name(folder.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        extra = build(tmp)
+        _seal(tmp, source_sha256, extra)
+        tmp.rename(folder)
     return folder
 
 

@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # The default model v3 on one CPU, resumable: rerun it after any interruption and it continues where it stopped
-# (the data; the heads, which cache the tower's features of both sets, then train). The phrasing is v2's: it was
-# learnt from true changes, so new heads need no new phrasing (default_model replace-reading).
+# (the data; the v2 starting point; the heads, which cache the tower's features of both sets, then train). The
+# phrasing is v2's: it was learnt from true changes, so new heads need no new phrasing (default_model
+# replace-reading).
 #   nohup bash train/configs/default-v3/train.sh > runs/default-v3.log 2>&1 &
 # Then: bash train/configs/default-v3/evaluate.sh
 set -euo pipefail
 bash train/configs/default-v3/data.sh
+START=runs/default-v2-model
+if [ ! -f "$START/config.json" ]; then
+  # v3 starts from v2's reading: the shipped weights must still be v2's (v2 reads no pixel statistics)
+  if grep -q '"delta_pixel_statistics"' onediff_idc/default_weights/config_overrides.json; then
+    echo "the shipped weights are no longer v2's: restore them first" \
+      "(git checkout 42ce745 -- onediff_idc/default_weights)" >&2
+    exit 1
+  fi
+  rm -rf "$START.partial"
+  onediff export --out "$START.partial"
+  mv "$START.partial" "$START"
+fi
 HEADS=runs/default-v3-heads
 if [ ! -f "$HEADS/final/config.json" ]; then
   RESUME=()
