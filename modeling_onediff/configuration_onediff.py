@@ -125,6 +125,11 @@ class OneDiffConfig(PreTrainedConfig):
             the best allowed value of each of its fields and "absent" for the others (log-probabilities); a texture
             change to "brown" or a colour change without an object can no longer be said. Needs `delta_change_fields`
             with a `type` field. `None`: every field's most likely value, independently.
+        delta_change_distinct (`dict[str, list[list[str]]]`, *optional*):
+            Per change type, pairs of its fields whose values must differ, e.g. `{"color": [["color", "new_value"]]}`:
+            a recolouring to the colour the object already had is no change at all, so the joint choice of
+            `delta_change_schema` never says one (`OneDiffConfig.change_distinct` finds the pairs in the training
+            data: fields that share values but never took the same one). Needs `delta_change_schema`.
         delta_no_change_logit_bias (`float`, *optional*, defaults to 0.0):
             Added to the "none" score of the `type` change field at inference (not while training): a post-hoc logit
             adjustment towards saying "no change", calibrated after training on validation pairs so that unchanged
@@ -189,6 +194,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_pixel_statistics: bool = False
     delta_change_fields: dict[str, list[str]] | None = None
     delta_change_schema: dict[str, dict[str, list[str]]] | None = None
+    delta_change_distinct: dict[str, list[list[str]]] | None = None
     delta_no_change_logit_bias: float = 0.0
     use_image_tokens: bool = True
     delta_attention_dropout: float = 0.0
@@ -262,6 +268,7 @@ class OneDiffConfig(PreTrainedConfig):
             raise ValueError(f"`delta_shift_tolerance` must be a non-negative integer (patches), got {shift!r}")
         self._check_change_fields()
         self._check_change_schema()
+        self._check_change_distinct()
         if isinstance(self.delta_no_change_logit_bias, bool) or not isinstance(
             self.delta_no_change_logit_bias, (int, float)
         ):
@@ -349,6 +356,65 @@ class OneDiffConfig(PreTrainedConfig):
                     )
                 checked[change_type][name] = sorted(set(values), key=fields[name].index)
         self.delta_change_schema = checked
+
+    def _check_change_distinct(self) -> None:
+        distinct = self.delta_change_distinct
+        if distinct is None:
+            return
+        schema = self.delta_change_schema
+        if not schema:
+            raise ValueError("`delta_change_distinct` needs `delta_change_schema` (the joint choice it constrains)")
+        if not isinstance(distinct, dict):
+            raise ValueError(f"`delta_change_distinct` must be a dict (type -> field pairs), got {distinct!r}")
+        checked = {}
+        for change_type, pairs in sorted(distinct.items()):
+            type_fields = schema.get(change_type)
+            if type_fields is None:
+                raise ValueError(
+                    f"`delta_change_distinct` names type {change_type!r}, which `delta_change_schema` lacks"
+                )
+            if not isinstance(pairs, (list, tuple)) or not all(
+                isinstance(pair, (list, tuple)) and len(set(pair)) == len(pair) == 2 and set(pair) <= set(type_fields)
+                for pair in pairs
+            ):
+                raise ValueError(
+                    f"`delta_change_distinct[{change_type!r}]` must list pairs of two of its fields "
+                    f"{sorted(type_fields)}, got {pairs!r}"
+                )
+            used = [field for pair in pairs for field in pair]
+            if len(used) != len(set(used)):  # the joint choice decodes pairs, not chains of fields
+                raise ValueError(f"`delta_change_distinct[{change_type!r}]` uses a field in two pairs: {pairs!r}")
+            checked[change_type] = sorted(sorted(pair) for pair in pairs)
+        self.delta_change_distinct = checked
+
+    @staticmethod
+    def change_distinct(changes: list[str | dict]) -> dict[str, list[list[str]]]:
+        """The `delta_change_distinct` of these changes (dicts or JSON): per type, the pairs of its fields that share
+        some values but never took the same value in one change (a field in at most one pair, first come first)."""
+        schema = OneDiffConfig.change_schema(changes)
+        equal: set[tuple[str, str, str]] = set()
+        for change in changes:
+            if not change:
+                continue
+            change = json.loads(change) if isinstance(change, str) else change
+            names = sorted(name for name in change if name != "type")
+            for k, a in enumerate(names):
+                for b in names[k + 1 :]:
+                    if str(change[a]) == str(change[b]):
+                        equal.add((str(change["type"]), a, b))
+        distinct = {}
+        for change_type, type_fields in schema.items():
+            pairs, used = [], set()
+            names = sorted(type_fields)
+            for k, a in enumerate(names):
+                for b in names[k + 1 :]:
+                    shared = set(type_fields[a]) & set(type_fields[b])
+                    if shared and (change_type, a, b) not in equal and not {a, b} & used:
+                        pairs.append([a, b])
+                        used |= {a, b}
+            if pairs:
+                distinct[change_type] = pairs
+        return distinct
 
     @staticmethod
     def change_schema(changes: list[str | dict]) -> dict[str, dict[str, list[str]]]:

@@ -752,6 +752,14 @@ class OneDiffChangeHeads(nn.Module):
                 ]
                 for k, (name, values) in enumerate(config.delta_change_fields.items())
             ]
+        # with `delta_change_distinct`: (type, field a, field b, which of their class pairs name the same value)
+        self.distinct = []
+        for change_type, pairs in (config.delta_change_distinct or {}).items():
+            for a, b in pairs:
+                values_a, values_b = config.delta_change_fields[a], config.delta_change_fields[b]
+                same = [[x == y for y in values_b] + [False] for x in values_a] + [[False] * (len(values_b) + 1)]
+                types = config.delta_change_fields["type"]
+                self.distinct.append((types.index(change_type), self.fields.index(a), self.fields.index(b), same))
         self.no_change_logit_bias = float(config.delta_no_change_logit_bias)
         self.no_change_class = None  # (field, class) of "type": "none", the class the bias favours
         if self.no_change_logit_bias:
@@ -770,16 +778,18 @@ class OneDiffChangeHeads(nn.Module):
 
     def choose(self, logits: tuple[torch.Tensor, ...]) -> torch.LongTensor:
         """The class of every field, `(batch_size, num_fields)`: each field's highest-scoring one or, with
-        `delta_change_schema`, the most likely valid change (see the config)."""
+        `delta_change_schema`, the most likely valid change (see the config), where `delta_change_distinct`'s pairs of
+        fields never name the same value."""
         if self.allowed is None:
             return torch.stack([scores.argmax(-1) for scores in logits], dim=1)
         type_scores = logits[self.type_field].float().log_softmax(-1)
         in_schema = torch.tensor(self.schema_types, device=type_scores.device)
         total = type_scores[:, : len(in_schema)].masked_fill(~in_schema, float("-inf"))  # (B, T)
-        best = []
+        best, masked_scores = [], []
         for scores, allowed in zip(logits, self.allowed):
             if allowed is None:
                 best.append(None)
+                masked_scores.append(None)
                 continue
             mask = torch.zeros(len(allowed), scores.shape[-1], dtype=torch.bool, device=scores.device)
             for row, classes in enumerate(allowed):
@@ -789,6 +799,14 @@ class OneDiffChangeHeads(nn.Module):
             value, index = masked.max(-1)  # the best allowed class of this field, per type
             total = total + value
             best.append(index)
+            masked_scores.append((masked, value))
+        for change_type, a, b, same in self.distinct:  # these two fields' best pair of different values instead
+            (masked_a, value_a), (masked_b, value_b) = masked_scores[a], masked_scores[b]
+            pair = masked_a[:, change_type, :, None] + masked_b[:, change_type, None, :]  # (B, Ca, Cb)
+            pair = pair.masked_fill(torch.tensor(same, device=pair.device), float("-inf"))
+            pair_value, flat = pair.flatten(1).max(-1)
+            total[:, change_type] += pair_value - value_a[:, change_type] - value_b[:, change_type]
+            best[a][:, change_type], best[b][:, change_type] = flat // pair.shape[2], flat % pair.shape[2]
         chosen_type = total.argmax(-1)  # (B,)
         rows = torch.arange(len(chosen_type), device=chosen_type.device)
         return torch.stack([chosen_type if index is None else index[rows, chosen_type] for index in best], dim=1)

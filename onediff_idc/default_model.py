@@ -175,19 +175,24 @@ def replace_reading(heads_dir: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
     return dest
 
 
-def set_change_schema(data: str | Path, dest: Path = WEIGHTS_DIR) -> Path:
-    """Makes the shipped change heads decode only valid changes: the `delta_change_schema` of the training pairs in
-    `data` (a DiffCap folder; its train split) joins the shipped config overrides. v2's phrasing run predates the
-    schema, so its export carries none; a heads run of `train/pretrain_delta.py` records its own."""
+def set_change_schema(data: str | Path | list, dest: Path = WEIGHTS_DIR) -> Path:
+    """Makes the shipped change heads decode only valid changes: the `delta_change_schema` and
+    `delta_change_distinct` of the training pairs in `data` (DiffCap folders, their train splits) join the shipped
+    config overrides. v2's phrasing run predates both, so its export carries none; a heads run of
+    `train/pretrain_delta.py` records its own."""
     from modeling_onediff import OneDiffConfig
     from onediff_idc.processing.schema import load_diffcap
 
-    changes = load_diffcap(data, ("train",))["train"]["change"]
+    folders = [data] if isinstance(data, (str, Path)) else list(data)
+    changes = [change for folder in folders for change in load_diffcap(folder, ("train",))["train"]["change"]]
     overrides = json.loads((dest / CONFIG_OVERRIDES).read_text())
     overrides["delta_change_schema"] = OneDiffConfig.change_schema(changes)
-    # the schema must fit the shipped heads' fields and values (raises otherwise)
+    overrides["delta_change_distinct"] = OneDiffConfig.change_distinct(changes)
+    # both must fit the shipped heads' fields and values (raises otherwise)
     OneDiffConfig(
-        delta_change_fields=overrides.get("delta_change_fields"), delta_change_schema=overrides["delta_change_schema"]
+        delta_change_fields=overrides.get("delta_change_fields"),
+        delta_change_schema=overrides["delta_change_schema"],
+        delta_change_distinct=overrides["delta_change_distinct"],
     )
     (dest / CONFIG_OVERRIDES).write_text(json.dumps(overrides, indent=1, sort_keys=True) + "\n")
     return dest
@@ -272,7 +277,7 @@ def build_parser():
     schema = commands.add_parser(
         "set-schema", help="the shipped heads decode only the valid changes of a dataset's training pairs"
     )
-    schema.add_argument("--data", required=True, help="the DiffCap folder the heads were trained on")
+    schema.add_argument("--data", required=True, nargs="+", help="the DiffCap folder(s) the heads were trained on")
     random_base = commands.add_parser(
         "random-base", help="the base checkpoint's architecture with random weights (the ablation without pretraining)"
     )

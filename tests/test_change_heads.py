@@ -322,6 +322,66 @@ def test_change_schema_decodes_the_most_likely_valid_change(tmp_path):
     assert fields["change_fields"].get("type") in SCHEMA
 
 
+COLOURS = {"color": ["red", "blue"], "new_value": ["red", "blue", "metal"], "type": ["color", "none", "texture"]}
+COLOUR_SCHEMA = {"color": {"color": ["red", "blue"], "new_value": ["red", "blue"]}, "none": {}}
+
+
+def test_change_distinct_never_says_a_change_to_the_value_it_had():
+    distinct = {"color": [["color", "new_value"]]}
+    model, _ = tiny_model_and_processor(
+        delta_change_fields=COLOURS,
+        use_image_tokens=False,
+        delta_change_schema=COLOUR_SCHEMA,
+        delta_change_distinct=distinct,
+    )
+    plain, _ = tiny_model_and_processor(
+        delta_change_fields=COLOURS, use_image_tokens=False, delta_change_schema=COLOUR_SCHEMA
+    )
+    absent = -20.0
+
+    def logits(color, new_value, change_type):  # "absent" last
+        return tuple(torch.tensor([row]) for row in (color, new_value, change_type))
+
+    # both heads favour red: the schema alone says "the red object changed to red"
+    same = logits([4.0, 1.0, 0.0], [3.0, 2.5, absent, 0.0], [2.0, 0.0, absent, absent])
+    assert plain.model.change_heads.choose(same).tolist() == [[0, 0, 0]]
+    # the best pair of different values: red -> blue (4 + 2.5 beats blue -> red, 1 + 3)
+    assert model.model.change_heads.choose(same).tolist() == [[0, 1, 0]]
+    # when every different pair scores too little, the type loses to "no change"
+    unsure = logits([6.0, 0.0, 5.0], [6.0, 0.0, absent, 5.0], [1.0, 0.5, absent, absent])
+    assert plain.model.change_heads.choose(unsure).tolist() == [[0, 0, 0]]
+    assert model.model.change_heads.choose(unsure).tolist() == [[2, 3, 1]]
+    batch = tuple(torch.cat([a, b]) for a, b in zip(same, unsure))  # rows decode independently
+    assert model.model.change_heads.choose(batch).tolist() == [[0, 1, 0], [2, 3, 1]]
+
+    changes = [
+        {"type": "color", "color": "red", "new_value": "blue"},
+        {"type": "color", "color": "blue", "new_value": "red"},
+        {"type": "texture", "material": "rubber", "new_value": "metal"},
+        {"type": "add", "color": "red", "material": "metal"},  # share no value: no pair
+        {"type": "move", "size": "small", "new_value": "small"},  # took the same value once: no pair
+        {"type": "none"},
+    ]
+    assert OneDiffConfig.change_distinct([*changes, None]) == {
+        "color": [["color", "new_value"]],
+    }
+    for bad, message in (
+        ({"add": [["color", "new_value"]]}, "which `delta_change_schema` lacks"),
+        ({"color": [["color", "type"]]}, "pairs of two of its fields"),
+        ({"color": [["color", "color"]]}, "pairs of two of its fields"),
+        ({"color": ["color"]}, "pairs of two of its fields"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            tiny_config(
+                delta_change_fields=COLOURS,
+                use_image_tokens=False,
+                delta_change_schema=COLOUR_SCHEMA,
+                delta_change_distinct=bad,
+            )
+    with pytest.raises(ValueError, match="needs `delta_change_schema`"):
+        tiny_config(delta_change_fields=COLOURS, use_image_tokens=False, delta_change_distinct=distinct)
+
+
 def test_change_schema_is_recorded_from_changes_and_checked():
     changes = ['{"type": "add", "color": "red", "shape": "cube"}', {"type": "color", "color": "blue"}, {"type": "none"}]
     assert OneDiffConfig.change_schema([*changes, None, ""]) == {

@@ -268,8 +268,10 @@ def test_set_schema_writes_the_training_pairs_schema_beside_the_shipped_override
     written = json.loads((dest / default_model.CONFIG_OVERRIDES).read_text())
     changes = load_diffcap(tmp_path / "data", ("train",))["train"]["change"]
     assert written["delta_change_schema"] == OneDiffConfig.change_schema(changes)
-    assert {k: v for k, v in written.items() if k != "delta_change_schema"} == {
-        k: v for k, v in shipped.items() if k != "delta_change_schema"
+    assert written["delta_change_distinct"] == OneDiffConfig.change_distinct(changes)
+    decoding = ("delta_change_schema", "delta_change_distinct")
+    assert {k: v for k, v in written.items() if k not in decoding} == {
+        k: v for k, v in shipped.items() if k not in decoding
     }
     # heads whose values the data does not know cannot take its schema
     shipped["delta_change_fields"]["color"] = ["red"]

@@ -384,8 +384,17 @@ def test_v3_recipe_fine_tunes_v2s_reading_with_the_pixels_on_more_hard_pairs(tmp
     assert '"delta_pixel_statistics"' in train_script and "config_overrides.json" in train_script
     assert f"EXTRA={recipe['extra_dataset_path']}" in data_script and "--scene-types color texture none" in data_script
     assert f"REPLAY={recipe['dataset_path']}" in data_script
-    assert f"--config {v3.relative_to(REPO)}" in train_script
-    assert f"replace-reading --heads {recipe['output_dir']}/final" in (scripts / "evaluate.sh").read_text()
+    # step 2 continues from step 1's result with more photo edits; its result is what ships
+    photos = yaml.safe_load((scripts / "heads-photos.yaml").read_text())
+    assert photos["model_name_or_path"] == f"{recipe['output_dir']}/final"
+    assert photos["dataset_path"] == recipe["dataset_path"] and f"build {photos['extra_dataset_path']} " in data_script
+    for step in (recipe, photos):
+        config = f"train/configs/default-v3/{'heads' if step is recipe else 'heads-photos'}.yaml"
+        assert f"heads {config} {step['output_dir']}" in train_script
+    evaluate = (scripts / "evaluate.sh").read_text()
+    assert f"replace-reading --heads {photos['output_dir']}/final" in evaluate
+    data = (recipe["dataset_path"], recipe["extra_dataset_path"], photos["extra_dataset_path"])
+    assert f"set-schema --data {' '.join(data)}" in evaluate  # the schema of every pair v3 trained on
     for script in scripts.glob("*.sh"):
         subprocess.run(["bash", "-n", str(script)], check=True)
     assert "bash train/configs/default-v3/train.sh" in (REPO / "README.md").read_text()
@@ -860,6 +869,8 @@ def test_change_bottleneck_heads_then_phrasing_of_the_true_change(workspace, tmp
     train_changes = load_diffcap(workspace / "data", splits=("train",))["train"]["change"]
     assert config["delta_change_schema"] == OneDiffForConditionalGeneration.config_class.change_schema(train_changes)
     assert config["delta_change_schema"]["none"] == {} and "new_value" in config["delta_change_schema"]["color"]
+    distinct = OneDiffForConditionalGeneration.config_class.change_distinct(train_changes)
+    assert config["delta_change_distinct"] == distinct
     assert OneDiffProcessor.from_pretrained(heads).num_delta_tokens == len(config["delta_change_fields"])
     train_losses = losses(tmp_path / "heads" / "log.jsonl")
     assert sum(train_losses[-3:]) < 0.7 * sum(train_losses[:3])

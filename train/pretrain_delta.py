@@ -581,6 +581,7 @@ def main(argv: list[str] | None = None) -> Path:
             "delta_change_fields": vocab,
             # which fields and values each type has: the heads decode only changes that exist (most likely jointly)
             "delta_change_schema": OneDiffConfig.change_schema(changes),
+            "delta_change_distinct": OneDiffConfig.change_distinct(changes),  # a change to the value it had is none
             "use_image_tokens": False,
             **model_args.model_config_overrides,
         }
