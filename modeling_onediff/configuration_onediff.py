@@ -109,6 +109,11 @@ class OneDiffConfig(PreTrainedConfig):
             and every patch in the context gets one more token holding its statistics in A, in B, their difference
             and their change. DINOv2 was trained to ignore colour: a recoloured object barely moves its features
             (less than light jitter moves a metal highlight), while its pixels change plainly.
+        delta_mirror_statistics (`bool`, *optional*, defaults to `False`):
+            With `delta_pixel_statistics`, every delta query starts with (adds a projection of) how far B's pixel
+            statistics lie from A's as they are, and from A's mirrored left to right, top to bottom and both
+            (`mirror_distances`, over every patch). A pure flip makes one of them zero exactly. The feature alignment cannot tell the axes apart reliably: DINOv2 was
+            trained on mirrored images, so a mirrored patch's features resemble the original's.
         delta_change_fields (`dict[str, list[str]]`, *optional*):
             A discrete bottleneck between the delta module and the language model, for models trained on changes with
             known structure (the package's generated pairs): field name -> its values, e.g. `{"type": ["add", "drop",
@@ -123,8 +128,11 @@ class OneDiffConfig(PreTrainedConfig):
             ["red", ...], ...}, "none": {}}` (`train/pretrain_delta.py` records it from the training data). With it the
             change heads choose the most likely *valid* change, jointly: for every type in the schema, its score plus
             the best allowed value of each of its fields and "absent" for the others (log-probabilities); a texture
-            change to "brown" or a colour change without an object can no longer be said. Needs `delta_change_fields`
-            with a `type` field. `None`: every field's most likely value, independently.
+            change to "brown" or a colour change without an object can no longer be said. Whether anything changed
+            is the type head's call alone: with a "none" type in the schema, the pair is unchanged exactly when
+            "none" has a probability of at least 0.5 (the other fields' confidence about some object never outvotes
+            it). Needs `delta_change_fields` with a `type` field. `None`: every field's most likely value,
+            independently.
         delta_change_distinct (`dict[str, list[list[str]]]`, *optional*):
             Per change type, pairs of its fields whose values must differ, e.g. `{"color": [["color", "new_value"]]}`:
             a recolouring to the colour the object already had is no change at all, so the joint choice of
@@ -132,8 +140,9 @@ class OneDiffConfig(PreTrainedConfig):
             data: fields that share values but never took the same one). Needs `delta_change_schema`.
         delta_no_change_logit_bias (`float`, *optional*, defaults to 0.0):
             Added to the "none" score of the `type` change field at inference (not while training): a post-hoc logit
-            adjustment towards saying "no change", calibrated after training on validation pairs so that unchanged
-            pairs are called unchanged as often as changed pairs are called changed
+            adjustment towards saying "no change" (it moves the 0.5 threshold of `delta_change_schema`'s decision),
+            calibrated after training on validation pairs so that unchanged pairs are called unchanged as often as
+            changed pairs are called changed
             (`train/calibrate_no_change.py`). Needs `delta_change_fields` with a `type` field that has a "none" value.
         use_image_tokens (`bool`, *optional*, defaults to `True`):
             Gives the language model both images' (pooled) patch tokens beside the delta tokens. `False` leaves only
@@ -192,6 +201,7 @@ class OneDiffConfig(PreTrainedConfig):
     delta_shift_tolerance: int = 0
     delta_alignment: bool = False
     delta_pixel_statistics: bool = False
+    delta_mirror_statistics: bool = False
     delta_change_fields: dict[str, list[str]] | None = None
     delta_change_schema: dict[str, dict[str, list[str]]] | None = None
     delta_change_distinct: dict[str, list[list[str]]] | None = None
@@ -260,6 +270,10 @@ class OneDiffConfig(PreTrainedConfig):
             raise ValueError(f"`delta_alignment` must be a bool, got {self.delta_alignment!r}")
         if not isinstance(self.delta_pixel_statistics, bool):
             raise ValueError(f"`delta_pixel_statistics` must be a bool, got {self.delta_pixel_statistics!r}")
+        if not isinstance(self.delta_mirror_statistics, bool):
+            raise ValueError(f"`delta_mirror_statistics` must be a bool, got {self.delta_mirror_statistics!r}")
+        if self.delta_mirror_statistics and not self.delta_pixel_statistics:
+            raise ValueError("`delta_mirror_statistics` reads the pixel statistics: it needs `delta_pixel_statistics`")
         zoom = self.delta_zoom_patches
         if isinstance(zoom, bool) or not isinstance(zoom, int) or zoom < 0:
             raise ValueError(f"`delta_zoom_patches` must be a non-negative integer (0: every patch), got {zoom!r}")

@@ -200,6 +200,22 @@ def patch_pixel_statistics(pixel_values: torch.Tensor, patch_size: int) -> torch
     return torch.cat([mean, std], dim=1).flatten(2).transpose(1, 2)
 
 
+MIRRORS = ((), (-1,), (-2,), (-2, -1))  # grid axes flipped: none, left-right, top-bottom, both (a half turn)
+
+
+def mirror_distances(pixel_statistics: torch.Tensor, patch_grid: tuple[int, int]) -> torch.Tensor:
+    """
+    How far the after image's patch statistics lie from the before image's, as they are and mirrored: `(batch_size,
+    4)`, the log of the mean absolute difference (+ 1e-3) against A unchanged, flipped left to right, top to bottom
+    and both, from `patch_pixel_statistics` of both images `(batch_size, 2, num_patches, statistics)` on `patch_grid`.
+    A patch's mean and spread do not change when it is mirrored, so a pure flip makes its distance 0 (log 1e-3).
+    """
+    grid = pixel_statistics.float().unflatten(2, patch_grid)  # (B, 2, h, w, S)
+    before, after = grid[:, 0].movedim(-1, 1), grid[:, 1].movedim(-1, 1)  # (B, S, h, w)
+    distances = [(after - (before.flip(dims) if dims else before)).abs().mean(dim=(1, 2, 3)) for dims in MIRRORS]
+    return torch.log(torch.stack(distances, dim=-1) + 1e-3)
+
+
 MAX_GRID_SIDE = 64  # patch rows/columns the zoom's position embeddings cover (896 px at patch 14)
 
 
@@ -443,6 +459,8 @@ class OneDiffDeltaInputs(ModelOutput):
     pixel_distance (`torch.FloatTensor` of shape `(batch_size, num_patches or k)`, *optional*):
         With `delta_pixel_statistics`, their `change_magnitude`: how much, not only where (relative change peaks
         as high in an unchanged jittered pair as in a changed one).
+    mirror (`torch.FloatTensor` of shape `(batch_size, 4)`, *optional*):
+        With `delta_mirror_statistics`, `mirror_distances` of every patch's pixel statistics.
     """
 
     before: torch.FloatTensor | None = None
@@ -455,6 +473,7 @@ class OneDiffDeltaInputs(ModelOutput):
     pixel_statistics: torch.FloatTensor | None = None
     pixel_change: torch.FloatTensor | None = None
     pixel_distance: torch.FloatTensor | None = None
+    mirror: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -504,6 +523,7 @@ class OneDiffVisualDeltaModule(nn.Module):
         if config.delta_pixel_statistics:
             self.num_pixel_statistics = PIXEL_STATISTICS_PER_CHANNEL * config.vision_config.num_channels
             self.pixel_projection = nn.Linear(3 * self.num_pixel_statistics + 2, width)
+        self.mirror_projection = nn.Linear(len(MIRRORS), width) if config.delta_mirror_statistics else None
         self.difference_prior_scale = self.pixel_prior_scale = None
         if config.delta_difference_prior:
             self.difference_prior_scale = nn.Parameter(torch.zeros(config.delta_num_attention_heads))
@@ -570,7 +590,7 @@ class OneDiffVisualDeltaModule(nn.Module):
         shape `(batch_size, num_layers, num_patches, vision_hidden_size)` on a `patch_grid` (height, width), and with
         `delta_pixel_statistics` the patches' `pixel_statistics` `(batch_size, 2, num_patches, 2 * num_channels)`.
         """
-        pixel_change = pixel_distance = None
+        pixel_change = pixel_distance = mirror = None
         if self.pixel_projection is not None:
             expected = (before.shape[0], 2, before.shape[2], self.num_pixel_statistics)
             if pixel_statistics is None or tuple(pixel_statistics.shape) != expected:
@@ -584,6 +604,8 @@ class OneDiffVisualDeltaModule(nn.Module):
             pixel_distance = change_magnitude(pixel_statistics[:, :1], pixel_statistics[:, 1:], patch_grid, tolerance)
             pixel_distance = pixel_distance[:, 0]
             pixel_change = relative_to_mean(pixel_distance)
+            if self.mirror_projection is not None:  # from every patch, before the zoom keeps a few
+                mirror = mirror_distances(pixel_statistics, patch_grid)
         # the raw change feeds the global tokens, the prior and the zoom: computed only when one of them is on
         zoomed = self.zoom_row_embeddings is not None
         needs_relative = zoomed or self.difference_prior_scale is not None
@@ -615,6 +637,7 @@ class OneDiffVisualDeltaModule(nn.Module):
             pixel_statistics=pixel_statistics if pixel_change is not None else None,
             pixel_change=pixel_change,
             pixel_distance=pixel_distance,
+            mirror=mirror,
         )
 
     def build_context(self, inputs: OneDiffDeltaInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -692,6 +715,8 @@ class OneDiffVisualDeltaModule(nn.Module):
         if self.difference_prior_scale is not None:
             context_bias = self.difference_prior(inputs.relative, inputs.pixel_change).to(context.dtype)
         hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
+        if self.mirror_projection is not None:  # every query starts knowing which mirror explains B, if one does
+            hidden_states = hidden_states + self.mirror_projection(inputs.mirror.to(context.dtype))[:, None]
         cross_attentions = ()
         for block in self.blocks:
             hidden_states, cross_weights = block(hidden_states, context, output_attentions, context_bias)
@@ -739,10 +764,11 @@ class OneDiffChangeHeads(nn.Module):
         # "absent" class for fields the type lacks); types outside the schema are never chosen. Plain lists: tensors
         # made here would be left on the meta device by from_pretrained's empty initialisation
         self.type_field = self.fields.index("type") if "type" in self.fields else None
-        self.allowed = None
+        self.allowed = self.schema_none = None
         if config.delta_change_schema:
             schema, types = config.delta_change_schema, config.delta_change_fields["type"]
             self.schema_types = [t in schema for t in types]
+            self.schema_none = types.index("none") if "none" in schema else None
             self.allowed = [
                 None
                 if k == self.type_field
@@ -779,7 +805,10 @@ class OneDiffChangeHeads(nn.Module):
     def choose(self, logits: tuple[torch.Tensor, ...]) -> torch.LongTensor:
         """The class of every field, `(batch_size, num_fields)`: each field's highest-scoring one or, with
         `delta_change_schema`, the most likely valid change (see the config), where `delta_change_distinct`'s pairs of
-        fields never name the same value."""
+        fields never name the same value. With a "none" type in the schema, the pair is unchanged exactly when the type
+        head gives "none" a probability of at least 0.5 (the change probability the pipeline reports is at most 0.5),
+        whatever the other fields say: their confidence about an object must not outvote the type head's "nothing
+        changed", and the caption and the change probability never disagree."""
         if self.allowed is None:
             return torch.stack([scores.argmax(-1) for scores in logits], dim=1)
         type_scores = logits[self.type_field].float().log_softmax(-1)
@@ -807,6 +836,9 @@ class OneDiffChangeHeads(nn.Module):
             pair_value, flat = pair.flatten(1).max(-1)
             total[:, change_type] += pair_value - value_a[:, change_type] - value_b[:, change_type]
             best[a][:, change_type], best[b][:, change_type] = flat // pair.shape[2], flat % pair.shape[2]
+        if self.schema_none is not None:  # whether anything changed is the type head's call alone (see `choose`)
+            unchanged = type_scores[:, self.schema_none].exp() >= 0.5  # "none" at least as likely as all else
+            total[:, self.schema_none] = torch.where(unchanged, float("inf"), float("-inf"))
         chosen_type = total.argmax(-1)  # (B,)
         rows = torch.arange(len(chosen_type), device=chosen_type.device)
         return torch.stack([chosen_type if index is None else index[rows, chosen_type] for index in best], dim=1)

@@ -291,9 +291,10 @@ def test_change_schema_decodes_the_most_likely_valid_change(tmp_path):
     def logits(color, shape, change_type):  # log-probabilities-to-be of each field, "absent" last
         return tuple(torch.tensor([row]) for row in (color, shape, change_type))
 
-    # each field's favourite says "nothing changed, and the red cube did": no such change exists
-    inconsistent = logits([3.0, 0.0, 0.0, 1.0], [2.0, 0.0, 1.5], [0.0, 0.0, 1.0, absent])
-    assert heads.choose(inconsistent).tolist() == [[0, 0, 0]]  # joint: "add" of the red cube (3 + 2 + 0 beats 1+1+1.5)
+    # each field's favourite says "nothing changed, and the red cube did": no such change exists. The type head finds
+    # "none" less likely than the two changes together, so something changed: the joint choice says what
+    inconsistent = logits([3.0, 0.0, 0.0, 1.0], [2.0, 0.0, 1.5], [0.5, 0.5, 1.0, absent])
+    assert heads.choose(inconsistent).tolist() == [[0, 0, 0]]  # "add" of the red cube (3 + 2 beats 0 + 1.5 of colour)
     plain, _ = bottleneck_model()
     assert plain.model.change_heads.choose(inconsistent).tolist() == [[0, 0, 2]]  # per field, as before
     # a colour change has only a new colour here: the shape is absent, the colour the allowed one, whatever scores more
@@ -322,6 +323,38 @@ def test_change_schema_decodes_the_most_likely_valid_change(tmp_path):
     assert fields["change_fields"].get("type") in SCHEMA
 
 
+def test_the_type_head_alone_decides_whether_anything_changed(tmp_path):
+    """The other fields' confidence about an object never outvotes the type head's "none": the pair is unchanged
+    exactly when the type head gives "none" a probability of at least 0.5 (the pipeline's change probability)."""
+    model, processor = bottleneck_model(delta_change_schema=SCHEMA)
+    heads = model.model.change_heads
+
+    def logits(change_type):  # the colour and shape heads very sure of a red cube
+        return tuple(torch.tensor([row]) for row in ([9.0, 0.0, 0.0, 0.0], [9.0, 0.0, 0.0], change_type))
+
+    # P(none) = e / (e + 2) = 0.58: unchanged, though the joint score of "add the red cube" is far higher
+    assert heads.choose(logits([0.0, 0.0, 1.0, -20.0])).tolist() == [[3, 2, 2]]
+    # P(none) = e^0.6 / (e^0.6 + 2) = 0.48: changed, and the joint choice names the change
+    assert heads.choose(logits([0.0, 0.0, 0.6, -20.0])).tolist() == [[0, 0, 0]]
+    # everything but "none" counts against it, a type outside the schema ("absent" here) too, as in the probability
+    assert heads.choose(logits([-20.0, -20.0, 0.0, 0.1])).tolist() == [[0, 0, 0]]
+
+    # the bias moves the gate; the caption and the reported change probability agree on every pair
+    biased = OneDiffForConditionalGeneration(model.config.with_overrides(delta_no_change_logit_bias=2.0)).eval()
+    biased.load_state_dict(model.state_dict())
+    biased.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    captioner = pipeline("image-difference-captioning", model=str(tmp_path), trust_remote_code=True)
+    for before, after in pairs(6, offset=40):
+        result = captioner(
+            {"before": before, "after": after},
+            max_new_tokens=2,
+            return_change_probability=True,
+            return_change_fields=True,
+        )
+        assert (result["change_fields"].get("type") == "none") == (result["change_probability"] <= 0.5)
+
+
 COLOURS = {"color": ["red", "blue"], "new_value": ["red", "blue", "metal"], "type": ["color", "none", "texture"]}
 COLOUR_SCHEMA = {"color": {"color": ["red", "blue"], "new_value": ["red", "blue"]}, "none": {}}
 
@@ -347,12 +380,13 @@ def test_change_distinct_never_says_a_change_to_the_value_it_had():
     assert plain.model.change_heads.choose(same).tolist() == [[0, 0, 0]]
     # the best pair of different values: red -> blue (4 + 2.5 beats blue -> red, 1 + 3)
     assert model.model.change_heads.choose(same).tolist() == [[0, 1, 0]]
-    # when every different pair scores too little, the type loses to "no change"
-    unsure = logits([6.0, 0.0, 5.0], [6.0, 0.0, absent, 5.0], [1.0, 0.5, absent, absent])
-    assert plain.model.change_heads.choose(unsure).tolist() == [[0, 0, 0]]
-    assert model.model.change_heads.choose(unsure).tolist() == [[2, 3, 1]]
-    batch = tuple(torch.cat([a, b]) for a, b in zip(same, unsure))  # rows decode independently
-    assert model.model.change_heads.choose(batch).tolist() == [[0, 1, 0], [2, 3, 1]]
+    # both heads sure of red: the best pair of different values keeps the likelier new value (blue -> red, 0.5 + 6)
+    sure = logits([6.0, 0.5, 5.0], [6.0, 0.0, absent, 5.0], [1.0, 0.5, absent, absent])
+    assert plain.model.change_heads.choose(sure).tolist() == [[0, 0, 0]]
+    assert model.model.change_heads.choose(sure).tolist() == [[1, 0, 0]]
+    unchanged = logits([6.0, 0.5, 5.0], [6.0, 0.0, absent, 5.0], [0.5, 1.0, absent, absent])
+    batch = tuple(torch.cat([a, b, c]) for a, b, c in zip(same, sure, unchanged))  # rows decode independently
+    assert model.model.change_heads.choose(batch).tolist() == [[0, 1, 0], [1, 0, 0], [2, 3, 1]]
 
     changes = [
         {"type": "color", "color": "red", "new_value": "blue"},

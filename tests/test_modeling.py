@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from modeling_onediff import OneDiffForConditionalGeneration
-from modeling_onediff.modeling_onediff import nearest_patch_distance, patch_pixel_statistics
+from modeling_onediff.modeling_onediff import mirror_distances, nearest_patch_distance, patch_pixel_statistics
 from tiny import random_image, tiny_config, tiny_model_and_processor
 
 PROMPTS = ["What changed?", "Describe the difference between the two images, please, in one sentence."]
@@ -492,6 +494,47 @@ def test_pixel_statistics_are_each_patchs_colour_mean_and_spread():
             block = array[image, :, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8].reshape(3, -1)
             expected = np.concatenate([block.mean(1), block.std(1)])
             np.testing.assert_allclose(statistics[image, patch].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mirror_statistics_name_the_axis_of_a_flip():
+    image = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))  # a 4x6 grid of 8-pixel patches
+    flips = {"none": image, "left-right": image.flip(-1), "top-bottom": image.flip(-2), "both": image.flip(-2, -1)}
+    for expected, after in enumerate(flips.values()):
+        statistics = torch.stack([patch_pixel_statistics(image, 8), patch_pixel_statistics(after, 8)], dim=1)
+        distances = mirror_distances(statistics, (4, 6))[0]
+        assert distances.argmin() == expected and distances[expected] == pytest.approx(np.log(1e-3), abs=1e-3)
+        assert (distances.sort().values[1] > np.log(0.1)).all()  # every other mirror is far
+    # a recolouring moves all four alike: no mirror explains it
+    recoloured = torch.stack([patch_pixel_statistics(image, 8), patch_pixel_statistics(image + 0.5, 8)], dim=1)
+    distances = mirror_distances(recoloured, (4, 6))[0]
+    assert distances[0] == pytest.approx(np.log(0.5 * 3 / 6 + 1e-3), abs=1e-4)  # the means move by 0.5, spreads not
+
+    model, processor = tiny_model_and_processor(
+        "clip-llama",
+        delta_pixel_statistics=True,
+        delta_mirror_statistics=True,
+        delta_zoom_patches=2,
+        delta_difference_prior=1.0,
+    )
+    module = model.model.delta_module
+    layers, width = len(model.config.delta_feature_layers), model.config.vision_config.hidden_size
+    features = torch.randn(1, layers, 16, width, generator=torch.Generator().manual_seed(0))
+    pixels = torch.randn(1, 2, 16, 6, generator=torch.Generator().manual_seed(1))
+    inputs = module.prepare_inputs(features, features + 0.1, (4, 4), pixels)
+    torch.testing.assert_close(inputs.mirror, mirror_distances(pixels, (4, 4)))  # from every patch, not the zoom's
+    context, _ = module.build_context(inputs)
+    assert context.shape[1] == layers * 3 * 2 + 2  # no token of its own: the queries start from it
+    with torch.no_grad():
+        start = module.attend(inputs).last_hidden_state
+        other = module.attend(replace(inputs, mirror=inputs.mirror.flip(-1))).last_hidden_state
+    assert not torch.allclose(start, other)
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert module.mirror_projection.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs `delta_pixel_statistics`"):
+        tiny_config("clip-llama", delta_mirror_statistics=True)
+    with pytest.raises(ValueError, match="must be a bool"):
+        tiny_config("clip-llama", delta_pixel_statistics=True, delta_mirror_statistics=1)
 
 
 def test_pixel_statistics_point_the_zoom_at_a_recoloured_patch_the_features_miss():

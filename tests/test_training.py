@@ -358,9 +358,10 @@ def test_the_next_default_models_recipes_parse_and_chain(tmp_path, monkeypatch):
     assert (
         ablated_model.model_config_overrides == {**overrides, "delta_alignment": False} and overrides["delta_alignment"]
     )
-    assert f"--config {ablation.relative_to(REPO)}" in (scripts / "ablations.sh").read_text()
+    assert f"heads {ablation.relative_to(REPO)} {ablated_args.output_dir}\n" in (scripts / "ablations.sh").read_text()
     train_script = (scripts / "train.sh").read_text()
-    assert all(f"--config {recipe.relative_to(REPO)}" in train_script for recipe in (heads_recipe, phrase_recipe))
+    assert f"heads {heads_recipe.relative_to(REPO)} {heads_args.output_dir}\n" in train_script
+    assert f"--config {phrase_recipe.relative_to(REPO)}" in train_script
     phrase_output = yaml.safe_load(phrase_recipe.read_text())["output_dir"]
     assert f"export --from {phrase_output}" in (scripts / "evaluate.sh").read_text()
     assert "bash train/configs/default-v2/train.sh" in readme and "bash train/configs/default-v2/evaluate.sh" in readme
@@ -384,17 +385,43 @@ def test_v3_recipe_fine_tunes_v2s_reading_with_the_pixels_on_more_hard_pairs(tmp
     assert '"delta_pixel_statistics"' in train_script and "config_overrides.json" in train_script
     assert f"EXTRA={recipe['extra_dataset_path']}" in data_script and "--scene-types color texture none" in data_script
     assert f"REPLAY={recipe['dataset_path']}" in data_script
-    # step 2 continues from step 1's result with more photo edits; its result is what ships
+    # step 2 continues from step 1's result with more photo edits; step 3 from step 2's, on its pairs, reading the
+    # mirror token; its result is what ships
     photos = yaml.safe_load((scripts / "heads-photos.yaml").read_text())
     assert photos["model_name_or_path"] == f"{recipe['output_dir']}/final"
     assert photos["dataset_path"] == recipe["dataset_path"] and f"build {photos['extra_dataset_path']} " in data_script
-    for step in (recipe, photos):
-        config = f"train/configs/default-v3/{'heads' if step is recipe else 'heads-photos'}.yaml"
-        assert f"heads {config} {step['output_dir']}" in train_script
+    mirror = yaml.safe_load((scripts / "heads-mirror.yaml").read_text())
+    assert mirror["model_name_or_path"] == f"{photos['output_dir']}/final"
+    assert mirror["model_config_overrides"] == {"delta_mirror_statistics": True}
+    assert (mirror["dataset_path"], mirror["extra_dataset_path"]) == (
+        photos["dataset_path"],
+        photos["extra_dataset_path"],
+    )
+    for name, step in (("heads", recipe), ("heads-photos", photos), ("heads-mirror", mirror)):
+        assert f"heads train/configs/default-v3/{name}.yaml {step['output_dir']}" in train_script
+    assert train_script.index("heads-photos.yaml runs") < train_script.index("heads-mirror.yaml runs")
     evaluate = (scripts / "evaluate.sh").read_text()
-    assert f"replace-reading --heads {photos['output_dir']}/final" in evaluate
+    assert f"replace-reading --heads {mirror['output_dir']}/final" in evaluate
+    # the "no change" threshold is calibrated on a seed of its own, after the schema, before the held-out evaluation
+    assert "--seed 20 " in evaluate and "--apply onediff_idc/default_weights/config_overrides.json" in evaluate
+    assert (
+        evaluate.index("set-schema")
+        < evaluate.index("calibrate_no_change.py")
+        < evaluate.index("bash train/configs/evaluate-default")
+    )
     data = (recipe["dataset_path"], recipe["extra_dataset_path"], photos["extra_dataset_path"])
     assert f"set-schema --data {' '.join(data)}" in evaluate  # the schema of every pair v3 trained on
+    # each ablation is its step with one part off, run by ablations.sh
+    ablations = (scripts / "ablations.sh").read_text()
+    for step, ablation, part in (
+        (recipe, "heads-no-pixels", "delta_pixel_statistics"),
+        (mirror, "heads-no-mirror", "delta_mirror_statistics"),
+    ):
+        ablated = yaml.safe_load((scripts / f"{ablation}.yaml").read_text())
+        changed = {k for k in {*step, *ablated} if step.get(k) != ablated.get(k)}
+        assert changed == {"output_dir", "model_config_overrides"}, changed
+        assert part in step["model_config_overrides"] and part not in ablated.get("model_config_overrides", {})
+        assert f"heads train/configs/default-v3/{ablation}.yaml {ablated['output_dir']}\n" in ablations
     for script in scripts.glob("*.sh"):
         subprocess.run(["bash", "-n", str(script)], check=True)
     assert "bash train/configs/default-v3/train.sh" in (REPO / "README.md").read_text()
@@ -510,6 +537,7 @@ def test_zoomed_delta_module_trains_from_its_compact_inputs(workspace, tmp_path)
 
 def test_pixel_statistics_are_cached_beside_the_features_and_read_as_the_model_reads_them(workspace, tmp_path):
     design = {"delta_zoom_patches": 4, "delta_shift_tolerance": 1, "delta_difference_prior": 1.0}
+    design["delta_mirror_statistics"] = True  # from the pixel cache directly, not the zoom's
     model_dir = save_tiny_model(tmp_path / "model", num_delta_queries=12, delta_pixel_statistics=True, **design)
     args = ["--model_name_or_path", model_dir, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]
     args += ["--feature_cache_dir", tmp_path / "features", "--per_device_train_batch_size", "4"]
@@ -537,7 +565,7 @@ def test_pixel_statistics_are_cached_beside_the_features_and_read_as_the_model_r
         forward = module(
             [rows[:, 0, i] for i in layers], [rows[:, 1, i] for i in layers], pixel_statistics=by_processor
         ).last_hidden_state
-    assert set(compact.zoomed) >= {"pixel_statistics", "pixel_change"}
+    assert set(compact.zoomed) >= {"pixel_statistics", "pixel_change", "mirror"}
     torch.testing.assert_close(from_compact, forward)
     with pytest.raises(ValueError, match="pixels_path"):
         pretrain_delta.delta_inputs(module, features, features_path)

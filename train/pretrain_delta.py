@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from modeling_onediff import OneDiffConfig
-from modeling_onediff.modeling_onediff import OneDiffDeltaInputs, patch_pixel_statistics
+from modeling_onediff.modeling_onediff import OneDiffDeltaInputs, mirror_distances, patch_pixel_statistics
 from onediff_idc.processing.schema import load_diffcap
 from onediff_idc.train.common import (
     ModelArguments,
@@ -386,6 +386,7 @@ class DeltaInputs:
                 pixel_statistics=rows("pixel_statistics"),
                 pixel_change=rows("pixel_change"),
                 pixel_distance=rows("pixel_distance"),
+                mirror=rows("mirror"),
             )
         batch = torch.from_numpy(np.asarray(self.features[np.sort(indices)])).float()  # sorted: sequential reads
         batch = batch[torch.from_numpy(np.argsort(np.argsort(indices)))]
@@ -445,7 +446,12 @@ def delta_inputs(
             np.savez(handle, **zoomed)
         path.with_suffix(".tmp").replace(path)  # only a complete cache gets the final name
     with np.load(path) as stored:
-        return DeltaInputs(module, features, {name: stored[name] for name in stored.files})
+        zoomed = {name: stored[name] for name in stored.files}
+    if config.delta_mirror_statistics:  # from every patch's statistics (cheap): not part of the zoom's cache
+        grid = (math.isqrt(pixels.shape[2]),) * 2
+        chunks = (torch.from_numpy(np.array(pixels[i : i + 1024])) for i in range(0, len(pixels), 1024))
+        zoomed["mirror"] = torch.cat([mirror_distances(chunk, grid) for chunk in chunks]).numpy()
+    return DeltaInputs(module, features, zoomed)
 
 
 def cached_delta_inputs(model, processor, split, cache_dir: Path, name: str, batch_size: int) -> DeltaInputs:

@@ -5,10 +5,6 @@
 #   nohup bash train/configs/default-v2/ablations.sh > runs/ablations-v2.log 2>&1 &
 set -euo pipefail
 bash train/configs/default-v2/data.sh
-HEADS=runs/default-v2-heads-no-align
-if [ ! -f "$HEADS/final/config.json" ]; then
-  RESUME=()
-  if compgen -G "$HEADS/checkpoints/checkpoint_*/checkpoint_complete.json" > /dev/null; then RESUME=(--resume latest); fi
-  python train/pretrain_delta.py --config train/configs/default-v2/heads-no-align.yaml "${RESUME[@]}"
-fi
+source train/configs/resume.sh
+heads train/configs/default-v2/heads-no-align.yaml runs/default-v2-heads-no-align
 bash train/configs/default/curves-zoom.sh

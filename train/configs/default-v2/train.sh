@@ -6,12 +6,8 @@
 # Then: python -m onediff_idc.default_model export --from runs/default-v2-phrase, and onediff eval on held-out seeds.
 set -euo pipefail
 bash train/configs/default-v2/data.sh
-HEADS=runs/default-v2-heads
-if [ ! -f "$HEADS/final/config.json" ]; then
-  RESUME=()
-  if compgen -G "$HEADS/checkpoints/checkpoint_*/checkpoint_complete.json" > /dev/null; then RESUME=(--resume latest); fi
-  python train/pretrain_delta.py --config train/configs/default-v2/heads.yaml "${RESUME[@]}"
-fi
+source train/configs/resume.sh
+heads train/configs/default-v2/heads.yaml runs/default-v2-heads
 PHRASE=runs/default-v2-phrase
 if [ ! -f "$PHRASE/final/config.json" ]; then
   RESUME=()

@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# v3's ablation at its own budget, resumable (rerun after any interruption), after train.sh: heads.yaml without
-# the pixel statistics (heads-no-pixels.yaml), on the same cached features (~20 min). Compare its report.json
-# (validation every epoch) with runs/default-v3-heads/report.json.
+# v3's ablations at its own budget, resumable (rerun after any interruption), after train.sh, on the same cached
+# features: step 1 without the pixel statistics (heads-no-pixels.yaml, ~15 min; compare its report.json, validation
+# after every epoch, with runs/default-v3-heads/report.json) and step 3 without the mirror statistics
+# (heads-no-mirror.yaml, ~5 min; compare with runs/default-v3-heads-mirror/report.json).
 #   nohup bash train/configs/default-v3/ablations.sh > runs/ablations-v3.log 2>&1 &
 set -euo pipefail
-HEADS=runs/default-v3-heads-no-pixels
-if [ ! -f "$HEADS/final/config.json" ]; then
-  RESUME=()
-  if compgen -G "$HEADS/checkpoints/checkpoint_*/checkpoint_complete.json" > /dev/null; then RESUME=(--resume latest); fi
-  python train/pretrain_delta.py --config train/configs/default-v3/heads-no-pixels.yaml "${RESUME[@]}"
-fi
+source train/configs/resume.sh  # heads RECIPE OUTPUT_DIR
+heads train/configs/default-v3/heads-no-pixels.yaml runs/default-v3-heads-no-pixels
+heads train/configs/default-v3/heads-no-mirror.yaml runs/default-v3-heads-no-mirror

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The default model v3 on one CPU, resumable: rerun it after any interruption and it continues where it stopped
-# (the data; the v2 starting point; two fine-tuning steps of the heads, each caching the tower's features of its
-# pairs, then training). The
+# (the data; the v2 starting point; three fine-tuning steps of the heads, the first two caching the tower's
+# features of their pairs, then training). The
 # phrasing is v2's: it was learnt from true changes, so new heads need no new phrasing (default_model
 # replace-reading).
 #   nohup bash train/configs/default-v3/train.sh > runs/default-v3.log 2>&1 &
@@ -20,12 +20,7 @@ if [ ! -f "$START/config.json" ]; then
   onediff export --out "$START.partial"
   mv "$START.partial" "$START"
 fi
-heads() {  # heads RECIPE OUTPUT_DIR: one fine-tuning step, resumed from its last checkpoint if it has one
-  if [ ! -f "$2/final/config.json" ]; then
-    local resume=()
-    if compgen -G "$2/checkpoints/checkpoint_*/checkpoint_complete.json" > /dev/null; then resume=(--resume latest); fi
-    python train/pretrain_delta.py --config "$1" "${resume[@]}"
-  fi
-}
+source train/configs/resume.sh  # heads RECIPE OUTPUT_DIR
 heads train/configs/default-v3/heads.yaml runs/default-v3-heads                 # step 1: the pixels, hard pairs
 heads train/configs/default-v3/heads-photos.yaml runs/default-v3-heads-photos   # step 2: photo edits again
+heads train/configs/default-v3/heads-mirror.yaml runs/default-v3-heads-mirror   # step 3: the mirror token
