@@ -112,8 +112,9 @@ class OneDiffConfig(PreTrainedConfig):
         delta_mirror_statistics (`bool`, *optional*, defaults to `False`):
             With `delta_pixel_statistics`, every delta query starts with (adds a projection of) how far B's pixel
             statistics lie from A's as they are, and from A's mirrored left to right, top to bottom and both
-            (`mirror_distances`, over every patch). A pure flip makes one of them zero exactly. The feature alignment cannot tell the axes apart reliably: DINOv2 was
-            trained on mirrored images, so a mirrored patch's features resemble the original's.
+            (`mirror_distances`, over every patch). A pure flip makes one of them zero exactly. The feature alignment
+            cannot tell the axes apart reliably: DINOv2 was trained on mirrored images, so a mirrored patch's features
+            resemble the original's.
         delta_change_fields (`dict[str, list[str]]`, *optional*):
             A discrete bottleneck between the delta module and the language model, for models trained on changes with
             known structure (the package's generated pairs): field name -> its values, e.g. `{"type": ["add", "drop",
