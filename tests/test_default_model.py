@@ -56,11 +56,6 @@ def test_shipped_weights_stay_under_the_cap():
     assert 0 < size <= default_model.MAX_SHIPPED_BYTES
 
 
-# v3 calls the mirrored temple (examples/photo_flip) a vertical flip (axis head: vertical 0.84; v2 said horizontal,
-# at 0.62); on the held-out seeds it names the wrong axis for 5 of 30 flips (MODEL_CARD.md, "Where it is wrong").
-KNOWN_MISSES = {"photo_flip"}
-
-
 @needs_model
 def test_caption_without_model_prints_the_readme_captions_of_the_examples(tmp_path):
     """The README's command on every example pair prints what the README shows (greedy decoding is deterministic),
@@ -72,13 +67,8 @@ def test_caption_without_model_prints_the_readme_captions_of_the_examples(tmp_pa
         assert result.returncode == 0, result.stderr
         caption = json.loads(result.stdout)["caption"]
         assert f"{name}: {caption}" in readme, f"README does not show what `onediff caption` prints for {name}"
-        # The bar: the default model states exactly what examples/README.md says happened (no change included),
-        # except the misses the README owns up to; one that comes right must leave the list (and the README's note)
-        if name in KNOWN_MISSES:
-            assert parse_caption(caption) != truth, f"{name} is captioned right now: drop it from KNOWN_MISSES"
-            assert f"{name}: {caption}  # wrong" in readme, f"README does not say that {name}'s caption is wrong"
-        else:
-            assert parse_caption(caption) == truth, (name, caption, truth)
+        # The bar: the default model states exactly what examples/README.md says happened (no change included)
+        assert parse_caption(caption) == truth, (name, caption, truth)
 
 
 @needs_model
