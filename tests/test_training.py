@@ -25,7 +25,7 @@ from onediff_idc.model_card import push_checkpoint
 from onediff_idc.processing.build import PHOTO_TYPES, BuildSpec, build
 from onediff_idc.processing.phrasing import parse_caption
 from onediff_idc.processing.schema import load_diffcap
-from onediff_idc.train import pretrain_coupled, pretrain_delta, sft
+from onediff_idc.train import compare_reports, pretrain_coupled, pretrain_delta, sft
 from onediff_idc.train.common import COMPLETE_MARKER, NEW_PARTS, OneDiffCollator
 from tiny import random_image, save_tiny_model
 
@@ -413,14 +413,15 @@ def test_v3_recipe_fine_tunes_v2s_reading_with_the_pixels_on_more_hard_pairs(tmp
     assert f"set-schema --data {' '.join(data)}" in evaluate  # the schema of every pair v3 trained on
     # each ablation is its step with one part off, run by ablations.sh
     ablations = (scripts / "ablations.sh").read_text()
-    for step, ablation, part in (
-        (recipe, "heads-no-pixels", "delta_pixel_statistics"),
-        (mirror, "heads-no-mirror", "delta_mirror_statistics"),
+    for step, ablation, overrides in (
+        (recipe, "heads-no-pixels", {}),  # v2's reading has none
+        (mirror, "heads-no-mirror", {}),  # step 2's result has none
+        (mirror, "heads-no-align", {"delta_mirror_statistics": True, "delta_alignment": False}),
     ):
         ablated = yaml.safe_load((scripts / f"{ablation}.yaml").read_text())
         changed = {k for k in {*step, *ablated} if step.get(k) != ablated.get(k)}
         assert changed == {"output_dir", "model_config_overrides"}, changed
-        assert part in step["model_config_overrides"] and part not in ablated.get("model_config_overrides", {})
+        assert ablated.get("model_config_overrides", {}) == overrides
         assert f"heads train/configs/default-v3/{ablation}.yaml {ablated['output_dir']}\n" in ablations
     for script in scripts.glob("*.sh"):
         subprocess.run(["bash", "-n", str(script)], check=True)
@@ -1001,3 +1002,41 @@ def test_no_change_calibration_picks_the_balanced_bias_and_the_model_applies_it(
     truth = np.array([config.encode_change(c) for c in only_changed["change"]])
     with pytest.raises(ValueError, match="both unchanged and changed"):
         calibrate_no_change.calibrate([np.zeros((len(truth), n)) for n in (3,) * len(fields)], truth, None, config, [0])
+
+
+def test_compare_reports_puts_ablations_beside_their_runs(tmp_path, capsys):
+    """train/compare_reports.py reads pretrain_delta's report.json (written by its own scoring) per run."""
+    fields = ["type", "color"]
+    labels = np.array([[0, 1], [0, 2], [1, -100], [1, -100]])  # two colour changes, two of another type
+    types = ["color", "color", "move", "move"]
+
+    def write_run(name: str, epochs: list[np.ndarray]) -> Path:
+        run = tmp_path / name
+        run.mkdir()
+        report = {
+            "epochs": [
+                {"epoch": i + 1, **pretrain_delta.score_fields(p, labels, types, fields)} for i, p in enumerate(epochs)
+            ]
+        }
+        (run / "report.json").write_text(json.dumps(report))
+        return run
+
+    wrong_colour = np.array([[0, 1], [0, 0], [1, 0], [1, 3]])  # the second colour change named wrong
+    full = write_run("full", [wrong_colour, labels.clip(0)])
+    ablated = write_run("ablated", [wrong_colour, wrong_colour])
+    summary = compare_reports.main(["--out", str(tmp_path / "docs" / "cmp"), f"full={full}", f"without x={ablated}"])
+    assert summary["full"]["exact_by_epoch"] == [0.75, 1.0] and summary["without x"]["exact_by_epoch"] == [0.75, 0.75]
+    assert summary["without x"]["by_change_type"] == {"color": 0.5, "move": 1.0}
+    assert summary["without x"]["fields"] == {"type": 1.0, "color": 0.5}
+    table = (tmp_path / "docs" / "cmp.md").read_text()
+    assert "| without x | 75.0, 75.0 | 50.0 | 100.0 |" in table and "color (2)" in table
+    assert json.loads((tmp_path / "docs" / "cmp.json").read_text()) == summary
+    # an unfinished run, or runs validated on different pairs, are errors, not blank or misleading rows
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(SystemExit, match=r"has .*unfinished finished training"):
+        compare_reports.main(["--out", str(tmp_path / "x"), f"full={full}", f"u={tmp_path / 'unfinished'}"])
+    labels = labels[:3]
+    types = types[:3]
+    other = write_run("other", [labels])
+    with pytest.raises(SystemExit, match="different numbers of pairs"):
+        compare_reports.main(["--out", str(tmp_path / "x"), f"full={full}", f"other={other}"])
