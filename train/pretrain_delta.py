@@ -446,12 +446,11 @@ def delta_inputs(
             np.savez(handle, **zoomed)
         path.with_suffix(".tmp").replace(path)  # only a complete cache gets the final name
     with np.load(path) as stored:
-        zoomed = {name: stored[name] for name in stored.files}
+        inputs = DeltaInputs(module, features, {name: stored[name] for name in stored.files})
     if config.delta_mirror_statistics:  # from every patch's statistics (cheap): not part of the zoom's cache
-        grid = (math.isqrt(pixels.shape[2]),) * 2
         chunks = (torch.from_numpy(np.array(pixels[i : i + 1024])) for i in range(0, len(pixels), 1024))
-        zoomed["mirror"] = torch.cat([mirror_distances(chunk, grid) for chunk in chunks]).numpy()
-    return DeltaInputs(module, features, zoomed)
+        inputs.zoomed["mirror"] = torch.cat([mirror_distances(chunk, inputs.patch_grid) for chunk in chunks]).numpy()
+    return inputs
 
 
 def cached_delta_inputs(model, processor, split, cache_dir: Path, name: str, batch_size: int) -> DeltaInputs:
