@@ -7,6 +7,9 @@ pipe(pair, return_change_probability=True)             # + "change_probability":
 pipe(pair, return_change_map=True)                     # + "change_map" (grid) and "change_box" (pixels)
 pipe(pairs, change_threshold=0.5)                      # pairs judged unchanged are not captioned
 pipe(pair, return_change_fields=True)                  # + "change_fields" (models with change heads)
+
+Images are read as the picture a viewer shows (image_reading_onediff.py); a pair whose sizes differ is brought to one
+frame first (`OneDiffProcessor.frame_pair`) and its result says so in "warnings".
 """
 
 import copy
@@ -15,7 +18,8 @@ from collections import deque
 import numpy as np
 import torch
 from transformers import GenerationConfig, Pipeline
-from transformers.image_utils import load_image
+
+from .image_reading_onediff import FramedPair, ImageReadError, check_min_side, read_image
 
 DEFAULT_PROMPT = "Describe the difference between the two images."
 # What a model says when nothing changed: the phrasings of the package's generators (which the default model learnt)
@@ -59,8 +63,11 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
     Captions the difference between a before and an after image.
 
     Inputs: `{"before": image, "after": image, "prompt": str (optional)}` or a list of them, where an image is a PIL
-    image, a local path or anything `transformers.image_utils.load_image` reads. Output: `{"generated_text": str}`,
-    plus on request:
+    image, a local path, an http(s) URL, a base64 `data:` URI or bytes, read as the picture a viewer shows (EXIF
+    orientation, 16-bit and float images by their range, ICC profile to sRGB, transparency on white; HEIC with
+    pillow-heif). An image smaller than one patch of the vision tower is refused. Output: `{"generated_text": str}`,
+    with `"warnings"` (a list of sentences) when the pair's sizes differed and it was brought to one frame (the after
+    image resized, or both letterboxed: `OneDiffProcessor.frame_pair`), plus on request:
 
     - `return_change_probability=True`: `"change_probability"`, how sure the model is that anything changed: one
       minus the probability the language model gives the "no change" answers (`no_change_answers`) after the prompt;
@@ -69,7 +76,8 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
     - `change_threshold=p`: pairs whose change probability is below `p` are not captioned; their `generated_text` is
       "no change" (implies `return_change_probability`).
     - `return_change_map=True`: `"change_map"`, where the Visual Delta Module looked (a patch-grid array summing to
-      1), and `"change_box"`, `[x0, y0, x1, y1]` around its peak in pixels of the *after* image as given.
+      1), and `"change_box"`, `[x0, y0, x1, y1]` around its peak in pixels of the *after* image as given (mapped back
+      through the framing of a pair of different sizes).
     - `return_change_fields=True` (models with `delta_change_fields`): `"change_fields"`, the change its heads chose
       and its caption phrases, e.g. `{"type": "color", "color": "red", "new_value": "blue", ...}` (absent fields
       left out).
@@ -144,18 +152,20 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         images = []
         for role in ("before", "after"):
             try:
-                image = load_image(inputs[role], timeout=timeout)
-                image.load()
-            except Exception as error:  # unreadable, truncated or missing files all land here
+                image = read_image(inputs[role], timeout=timeout)
+                check_min_side(image.size, self.processor.patch_size)
+            except ImageReadError as error:  # unreadable, truncated, missing, too large or too small
                 raise ValueError(f"Could not read the {role} image: {error}") from error
             images.append(image)
+        framed = self.processor.frame_pair(*images)
         prompt = inputs.get("prompt", prompt) or DEFAULT_PROMPT
         messages = [
             {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]}
         ]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        model_inputs = self.processor(images=[images], text=[text], return_tensors="pt")
-        model_inputs["after_size"] = torch.tensor([images[1].size])  # (1, 2): width, height, for the change box
+        model_inputs = self.processor(images=[(framed.before, framed.after)], text=[text], return_tensors="pt")
+        # the framing as numbers (batches carry tensors): the warnings and the change box in the after image's pixels
+        model_inputs["framing"] = torch.tensor([framed.as_row()], dtype=torch.float64)
         return model_inputs
 
     def _no_change_type(self) -> tuple[int, int] | None:
@@ -181,10 +191,10 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         return_change_map=False,
         return_change_fields=False,
     ):
-        after_size = model_inputs.pop("after_size")
+        framing = model_inputs.pop("framing")
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs.get("attention_mask")
         batch_size, prompt_length = input_ids.shape
-        outputs = {"captioned": torch.ones(batch_size, dtype=torch.bool)}
+        outputs = {"captioned": torch.ones(batch_size, dtype=torch.bool), "framing": framing}
         if no_change_answers or return_change_map or return_change_fields:
             # one encoding of the batch serves the answer scores, the change map and generation
             inputs_embeds, visual = self.model.embed_pairs(
@@ -212,7 +222,6 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
             outputs["change_classes"] = self.model.model.change_heads.choose(visual.change_logits).cpu()
         if return_change_map:
             outputs["change_map"] = self.model.get_delta_attention_maps(image_outputs=visual).change.float().cpu()
-            outputs["after_size"] = after_size
 
         captioned = outputs["captioned"]
         pad = self.tokenizer.pad_token_id or 0
@@ -232,6 +241,9 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         else:
             text = "no change"
         result = {"generated_text": text}
+        framed = FramedPair.from_row(model_outputs["framing"][0].tolist())
+        if framed.warnings:
+            result["warnings"] = framed.warnings
         if "change_probability" in model_outputs:
             result["change_probability"] = float(model_outputs["change_probability"][0])
         if "change_classes" in model_outputs:
@@ -239,8 +251,8 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         if "change_map" in model_outputs:
             change_map = model_outputs["change_map"][0].numpy()
             result["change_map"] = change_map
-            width, height = (int(v) for v in model_outputs["after_size"][0])
-            result["change_box"] = self.processor.grid_box_to_pixels(
-                change_box_on_grid(change_map), change_map.shape, (width, height)
+            in_frame = self.processor.grid_box_to_pixels(
+                change_box_on_grid(change_map), change_map.shape, framed.frame_size
             )
+            result["change_box"] = framed.box_in_after(in_frame)
         return result

@@ -3,17 +3,28 @@
 `OneDiffProcessor(images=[(before, after), ...], text=[...])` resizes both images of every pair with the wrapped
 image processor into `pixel_values` of shape `(batch_size, 2, channels, height, width)` and expands each prompt's
 `<image>` placeholders to one token per image feature and its `<delta>` placeholder to one token per delta query.
+
+Images are read as the picture a viewer shows (`image_reading_onediff`: EXIF orientation, 16-bit and float images
+scaled by their range, ICC profiles to sRGB, transparency on white), and the two images of a pair whose sizes differ
+are brought to one frame first (`OneDiffProcessor.frame_pair`): the image processor resizes each image on its own, so
+without it the patches of the two would cover parts of the scene that do not correspond.
 """
 
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.image_utils import is_valid_image, load_image
+from transformers.image_utils import get_image_size, infer_channel_dimension_format, is_valid_image
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
 from transformers.tokenization_utils_base import AddedToken
+from transformers.utils import logging
+
+from .image_reading_onediff import ImageReadError, check_min_side, frame_pair, read_image, to_rgb
+
+logger = logging.get_logger(__name__)
 
 IMAGE_ITEMS_MARKER = "{#- OneDiff: image items -> placeholders -#}"
 
@@ -284,30 +295,56 @@ class OneDiffProcessor(ProcessorMixin):
                 raise ValueError(f"Sample {i} of `images` must be a (before, after) pair, got {type(pair).__name__}")
             if len(pair) != 2:
                 raise ValueError(f"Sample {i} has {len(pair)} image(s); OneDiff needs exactly 2 (before, after)")
-            pair = [self._load(image, i, role) for role, image in zip(("before", "after"), pair)]
-            for role, image in zip(("before", "after"), pair):
-                if not is_valid_image(image):
-                    raise ValueError(
-                        f"The {role} image of sample {i} is a {type(image).__name__}, not an image (PIL image, "
-                        "numpy array or tensor)"
-                    )
-                if hasattr(image, "load"):  # PIL decodes lazily: surface truncated or corrupt files here
-                    try:
-                        image.load()
-                    except (OSError, SyntaxError, ValueError) as error:
-                        raise ValueError(f"The {role} image of sample {i} cannot be decoded: {error}") from error
+            pair = [self._read(image, i, role) for role, image in zip(("before", "after"), pair)]
+            if all(isinstance(image, Image.Image) for image in pair) and pair[0].size != pair[1].size:
+                framed = self.frame_pair(*pair)
+                logger.warning_once(
+                    "OneDiffProcessor: pairs whose two images differ in size are brought to one frame (the after image "
+                    "resized, or both letterboxed); see OneDiffProcessor.frame_pair"
+                )
+                pair = [framed.before, framed.after]
             pairs.append(tuple(pair))
         return pairs
 
-    @staticmethod
-    def _load(image, index: int, role: str):
-        """Paths and URLs (as chat messages give them: `{"type": "image", "url": ...}`) are read here."""
-        if not isinstance(image, str):
-            return image
+    def _read(self, image, index: int, role: str):
+        """A path or URL (as chat messages give them: `{"type": "image", "url": ...}`) read, a PIL image converted
+        to the RGB picture it shows; either checked to be at least one patch on each side."""
+        if isinstance(image, (str, Path)):
+            try:
+                image = read_image(image)
+            except ImageReadError as error:  # missing, unreadable or not an image: say which one
+                raise ValueError(f"Could not read the {role} image of sample {index} ({image}): {error}") from error
+        elif isinstance(image, Image.Image):
+            try:
+                image.load()  # PIL decodes lazily: surface truncated or corrupt files here
+                image = to_rgb(image)
+            except (OSError, SyntaxError, ValueError) as error:
+                raise ValueError(f"The {role} image of sample {index} cannot be decoded: {error}") from error
+        elif not is_valid_image(image):
+            raise ValueError(
+                f"The {role} image of sample {index} is a {type(image).__name__}, not an image (PIL image, numpy "
+                "array, tensor, path or URL)"
+            )
+        if isinstance(image, Image.Image):
+            width, height = image.size
+        else:
+            height, width = get_image_size(image, infer_channel_dimension_format(image))
         try:
-            return load_image(image)
-        except Exception as error:  # missing, unreadable or not an image: say which one
-            raise ValueError(f"Could not read the {role} image of sample {index} ({image}): {error}") from error
+            check_min_side((width, height), self.patch_size)
+        except ImageReadError as error:
+            raise ValueError(f"The {role} image of sample {index} is {error}") from error
+        return image
+
+    @staticmethod
+    def frame_pair(before: Image.Image, after: Image.Image):
+        """
+        What the processor does with a pair of different sizes, before its image processor sees it: aspect ratios
+        within 3% — the after image is resized to the before image's size; otherwise both are letterboxed the same
+        way (scaled to fit one square, centred on black). Returns a `FramedPair`: the two images, the sizes, how the
+        after image maps into the frame (`box_in_after`) and `warnings`, what was done in words. The pipeline calls it
+        itself and returns the warnings with the caption.
+        """
+        return frame_pair(before, after)
 
     def _process_images(self, pairs: list[tuple], images_kwargs: dict) -> torch.Tensor:
         flat = [image for pair in pairs for image in pair]

@@ -7,8 +7,9 @@ flushed as soon as its batch is done, so an interrupted run (Ctrl-C, kill -9) is
 command again: pairs already in OUT or in the errors file are skipped, and a half-written last line is cut off.
 Failed pairs go to `OUT.errors.jsonl` with the reason; the run never stops for a bad pair.
 
-Every line also says how sure the model is that anything changed (`change_probability`) and where (`change_box`,
-`[x0, y0, x1, y1]` in pixels of the after image); `--maps DIR` draws each change map over its after image, and
+Every line also says how sure the model is that anything changed (`change_probability`), where (`change_box`,
+`[x0, y0, x1, y1]` in pixels of the after image) and what was done to a pair whose sizes differ (`warnings`, a list,
+empty for most pairs); `--maps DIR` draws each change map over its after image, and
 `--change-threshold P` leaves pairs below P uncaptioned ("no change"), which saves their generation.
 """
 
@@ -24,9 +25,10 @@ from pathlib import Path
 
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-MAX_PIXELS = 50_000_000  # larger images are refused before decoding (PIL's own bomb guard stops at ~179 MP)
-OUTPUT_FIELDS = ("id", "before", "after", "caption", "change_probability", "change_box", "seconds")
+from modeling_onediff.image_reading_onediff import MAX_PIXELS, read_image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+OUTPUT_FIELDS = ("id", "before", "after", "caption", "change_probability", "change_box", "warnings", "seconds")
 ERROR_FIELDS = ("id", "before", "after", "error")
 
 
@@ -92,11 +94,14 @@ def pair_folders(before_dir: str | Path, after_dir: str | Path) -> tuple[list[Pa
 
 
 def check_pair(pair: Pair, max_pixels: int = MAX_PIXELS) -> str | None:
-    """Why this pair cannot be captioned (missing, not an image, too large), or None. Reads headers only."""
+    """Why this pair cannot be captioned (missing, not an image, too large), or None. Reads headers only (a HEIC
+    file's header needs pillow-heif: the pipeline reads it, or says what to install)."""
     for role in ("before", "after"):
         path = Path(getattr(pair, role))
         if not path.is_file():
             return f"{role} image not found: {path}"
+        if path.suffix.lower() in (".heic", ".heif", ".avif"):
+            continue
         try:
             with Image.open(path) as image:
                 width, height = image.size
@@ -219,12 +224,13 @@ def caption_pairs(
                     counts["failed"] += 1
                     continue
                 if maps_dir is not None:  # before the result line: a resumed run never lacks a map it lists
-                    with Image.open(pair.after) as after:
-                        overlay = draw_change_map(after, outcome["change_map"], outcome["change_box"])
+                    after = read_image(pair.after)  # the picture the box's pixels refer to
+                    overlay = draw_change_map(after, outcome["change_map"], outcome["change_box"])
                     overlay.save(Path(maps_dir) / map_file_name(pair.id))
                 row = {"id": pair.id, "before": pair.before, "after": pair.after, "caption": outcome["generated_text"]}
                 row |= {"change_probability": round(outcome["change_probability"], 6)}
-                results.add({**row, "change_box": outcome["change_box"], "seconds": round(seconds, 4)})
+                row |= {"change_box": outcome["change_box"], "warnings": outcome.get("warnings", [])}
+                results.add({**row, "seconds": round(seconds, 4)})
                 counts["captioned"] += 1
             bar.update(len(batch))
         bar.close()

@@ -1,6 +1,6 @@
 """The `onediff` command.
 
-onediff caption BEFORE AFTER [--model DIR] [--prompt TEXT] [--max-new-tokens N] [--json]
+onediff caption BEFORE AFTER [--model DIR] [--prompt TEXT] [--max-new-tokens N] [--json] [--verbose]
 onediff export --out DIR
 """
 
@@ -14,7 +14,27 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def quiet_libraries(verbose: bool) -> None:
+    """The caption command prints the caption and nothing else: transformers' weight-loading bars, load reports and
+    library deprecation warnings are for `--verbose` (which turns transformers' logs up to info)."""
+    from transformers.utils import logging
+
+    if verbose:
+        logging.set_verbosity_info()
+        return
+    import warnings
+
+    from huggingface_hub.utils import disable_progress_bars
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    disable_progress_bars()
+    for category in (FutureWarning, DeprecationWarning, UserWarning):  # the libraries' notes to developers
+        warnings.filterwarnings("ignore", category=category)
+
+
 def caption(args: argparse.Namespace) -> int:
+    quiet_libraries(args.verbose)
     many = args.pairs is not None or args.before_dir is not None or args.after_dir is not None
     if many:
         return caption_many(args)
@@ -40,12 +60,15 @@ def caption(args: argparse.Namespace) -> int:
         result = pipe({"before": args.before, "after": args.after}, **settings)
     except ValueError as error:
         raise CliError(str(error)) from error
+    warnings = result.get("warnings", [])
     if args.json:
         row = {"before": args.before, "after": args.after, "caption": result["generated_text"]}
         row |= {"change_probability": round(result["change_probability"], 6), "change_box": result["change_box"]}
-        print(json.dumps(row))
+        print(json.dumps(row | {"warnings": warnings}))
     else:
         print(result["generated_text"])
+        for warning in warnings:  # what was done to a pair of different sizes, beside the caption
+            print(f"onediff caption: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -400,7 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="instruction given with the images")
     p.add_argument("--max-new-tokens", type=int, default=64, help="length limit of the caption, in tokens")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--json", action="store_true", help="print a JSON object (caption, change_probability, change_box)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON object (caption, change_probability, change_box, warnings)",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="show transformers' logs and weight-loading bars (hidden by default)"
+    )
     p.set_defaults(func=caption)
 
     x = commands.add_parser("export", help="write the default model as a Hub-ready checkpoint folder")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from modeling_onediff.image_reading_onediff import read_image
+
 PACKAGES = ("plasma-workspace-wallpapers", "mate-backgrounds", "gnome-backgrounds")
 # name -> (package, path inside the package). gnome-backgrounds 43 holds patterns and gradients only: no photograph.
 PHOTOGRAPHS = {
@@ -155,8 +157,7 @@ def prepare(out: str | Path, debs: str | Path | None = None, progress: bool = Tr
             split = split_of(name)
             target = staging / split / f"{name}.jpg"
             target.parent.mkdir(parents=True, exist_ok=True)
-            with Image.open(source) as image:
-                picture = image.convert("RGB")
+            picture = read_image(source)  # as a viewer shows it: EXIF orientation, ICC profile to sRGB
             picture.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
             picture.save(target, quality=95)
             manifest["photos"][name] = {

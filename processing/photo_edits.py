@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
+from modeling_onediff.image_reading_onediff import read_image
+
 from .debian_photos import load_manifest
 from .phrasing import PHOTO_EDIT_TYPES, POSITIONS, SLOTS, write_references
 
@@ -82,8 +84,7 @@ def photo_names(split: str, photos_dir: str | None = None, photos_only: bool = F
 @cache
 def load_photo(name: str, photos_dir: str | None = None) -> Image.Image:
     path = photo_path(name) if name in PHOTOS else Path(photos_dir) / load_manifest(photos_dir)["photos"][name]["file"]
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return read_image(path)  # as a viewer shows it: EXIF orientation, ICC profile (skimage's rocket is Adobe RGB)
 
 
 def random_crop(photo: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:

@@ -32,6 +32,8 @@ from datasets import (
 )
 from PIL import Image as PILImage
 
+from modeling_onediff.image_reading_onediff import ImageReadError, read_image
+
 from .prompts import prompt_for
 
 FEATURES = Features(
@@ -57,9 +59,9 @@ def open_image(path: Path) -> PILImage.Image | str:
     """The decoded RGB image, or why it cannot be read (corrupt, truncated, not an image): callers count and list
     unreadable files instead of failing on them."""
     try:
-        with PILImage.open(path) as image:
-            image.load()
-            return image.convert("RGB")
+        return read_image(path)  # as a viewer shows it: EXIF orientation, bit depth, ICC profile, alpha on white
+    except ImageReadError as error:
+        return str(error)
     except Exception as error:  # PIL raises many exception types for bad files
         return f"{type(error).__name__}: {error}"
 

@@ -4,24 +4,28 @@
 
 The model is a OneDiff checkpoint folder (or Hub repo id) loaded with `trust_remote_code`: `--model`, else
 `$ONEDIFF_MODEL`, else the embedded default model of an installed `onediff-idc`. The caption streams in as it is
-generated; "Where it looked" draws the Visual Delta Module's cross-attention over both images.
+generated, with how sure the model is that anything changed and the box where it changed drawn on the after image;
+"Where it looked" draws the Visual Delta Module's cross-attention over both images. Uploads are read by the
+checkpoint's own image reader (16-bit, ICC profiles, EXIF rotation, transparency: what the CLI and pipeline read), and
+a pair of different sizes is brought to one frame, with a note saying so.
 """
 
 import argparse
 import os
+import sys
 import threading
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples" if (HERE.parent / "examples").is_dir() else HERE / "examples"
-MAX_SIDE = 1024  # larger uploads are downscaled before anything else
-MAX_PIXELS = 50_000_000  # larger uploads are refused outright
+MAX_SIDE = 1024  # larger uploads are downscaled before anything else (larger than 50 Mpixel: refused by the reader)
+BOX_COLOUR = (0, 255, 255)
 DEFAULT_MAX_NEW_TOKENS = 48
 # the model repository a Space runs (README.md `models:`): the default model, `onediff export` + `onediff push`
 SPACE_MODEL = "onediff-idc/onediff-default"
@@ -52,16 +56,11 @@ def default_model_path() -> str:
         raise SystemExit(f"No model: pass --model DIR or set ONEDIFF_MODEL ({error})") from error
 
 
-def _prepare(image, role: str) -> Image.Image:
-    if image is None:
-        raise gr.Error(f"Upload the {role} image first.")
-    if not isinstance(image, Image.Image):
-        raise gr.Error(f"The {role} image could not be read as an image.")
-    if image.width * image.height > MAX_PIXELS:
-        raise gr.Error(f"The {role} image is {image.width}x{image.height}: too large (limit {MAX_PIXELS:,} pixels).")
-    image = ImageOps.exif_transpose(image).convert("RGB")
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
-    return image
+def draw_box(image: Image.Image, box: list[int]) -> Image.Image:
+    """The after image with the change box drawn on it."""
+    drawn = image.convert("RGB")
+    ImageDraw.Draw(drawn).rectangle(box, outline=BOX_COLOUR, width=max(2, min(drawn.size) // 100))
+    return drawn
 
 
 def heatmap(image: Image.Image, attention: np.ndarray) -> Image.Image:
@@ -76,12 +75,36 @@ def heatmap(image: Image.Image, attention: np.ndarray) -> Image.Image:
 
 
 class Captioner:
-    """Model, processor and the streaming caption function; one generation at a time (the queue orders users)."""
+    """Model, processor, the checkpoint's own pipeline and image reader, and the streaming caption function; one
+    generation at a time (the queue orders users)."""
 
     def __init__(self, model_path: str):
         self.model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=True).eval()
         self.processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
+        # the checkpoint's remote code: its processor module holds the reader, its model module the pipeline class
+        self.reader = sys.modules[type(self.processor).__module__]
+        pipeline_class = sys.modules[type(self.model).__module__].ImageDifferenceCaptioningPipeline
+        self.pipe = pipeline_class(model=self.model, processor=self.processor)
+        self.has_delta_module = bool(getattr(self.model.config, "use_delta_module", True))
         self.tasks = task_prompts()
+
+    def read(self, image, role: str) -> Image.Image:
+        if image is None:
+            raise gr.Error(f"Upload the {role} image first.")
+        try:
+            picture = self.reader.read_image(image)
+            self.reader.check_min_side(picture.size, self.processor.patch_size)
+        except ValueError as error:  # the reader's one sentence: unreadable, truncated, too large, too small, HEIC
+            raise gr.Error(f"The {role} image: {error}") from error
+        return picture
+
+    def frame(self, before: Image.Image, after: Image.Image) -> tuple[Image.Image, Image.Image, str]:
+        """The pair in one frame, downscaled to MAX_SIDE, and the note on what was done to a pair of different sizes."""
+        framed = self.processor.frame_pair(before, after)
+        before, after = framed.before, framed.after
+        before.thumbnail((MAX_SIDE, MAX_SIDE))  # one size, so both shrink the same way
+        after.thumbnail((MAX_SIDE, MAX_SIDE))
+        return before, after, "\n".join(framed.warnings)
 
     def inputs(self, before: Image.Image, after: Image.Image, prompt: str) -> dict:
         content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]
@@ -100,20 +123,23 @@ class Captioner:
         sample: bool = False,
         temperature: float = 0.7,
     ):
-        """An API call may send only the two images: every other input has a default (the page's own)."""
-        before, after = _prepare(before, "before"), _prepare(after, "after")
+        """An API call may send only the two images: every other input has a default (the page's own). Yields the
+        caption so far, then everything: caption, change probability, the two attention maps, the after image with
+        the change box, notes."""
+        before, after, notes = self.frame(self.read(before, "before"), self.read(after, "after"))
         prompt = (custom_prompt or "").strip() or self.tasks.get(task) or next(iter(self.tasks.values()))
-        inputs = self.inputs(before, after, prompt)
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        settings = {"max_new_tokens": int(max_new_tokens), "do_sample": bool(sample), "streamer": streamer}
+        settings = {"prompt": prompt, "max_new_tokens": int(max_new_tokens), "do_sample": bool(sample)}
+        settings |= {"streamer": streamer, "return_change_probability": True}
+        settings["return_change_map"] = self.has_delta_module
         if sample:
             settings["temperature"] = float(temperature)
-        errors = []
+        results, errors = [], []
 
         def generate():
             try:
                 with torch.no_grad():
-                    self.model.generate(**inputs, **settings)
+                    results.append(self.pipe({"before": before, "after": after}, **settings))
             except Exception as error:  # reported in the page below
                 errors.append(error)
                 streamer.end()
@@ -123,13 +149,20 @@ class Captioner:
         text = ""
         for piece in streamer:
             text += piece
-            yield text.strip(), None, None
+            yield text.strip(), "", None, None, None, notes
         worker.join()
         if errors:
             raise gr.Error(f"Generation failed: {errors[0]}")
+        result = results[0]
+        probability = f"{result['change_probability']:.1%} sure something changed"
+        if not self.has_delta_module:
+            yield result["generated_text"], probability, None, None, None, notes
+            return
         with torch.no_grad():
-            maps = self.model.get_delta_attention_maps(inputs["pixel_values"])
-        yield text.strip(), heatmap(before, maps.before[0].numpy()), heatmap(after, maps.after[0].numpy())
+            maps = self.model.get_delta_attention_maps(self.inputs(before, after, prompt)["pixel_values"])
+        before_map, after_map = heatmap(before, maps.before[0].numpy()), heatmap(after, maps.after[0].numpy())
+        boxed = draw_box(after, result["change_box"])
+        yield result["generated_text"], probability, before_map, after_map, boxed, notes
 
 
 def example_pairs() -> list[list[str]]:
@@ -149,13 +182,15 @@ def build_demo(model_path: str) -> gr.Blocks:
     with gr.Blocks(title="OneDiff: what changed?") as demo:
         gr.Markdown(
             "# OneDiff: what changed between two images?\n"
-            "Upload a *before* and an *after* image. The caption streams in; *Where it looked* shows the Visual "
-            "Delta Module's attention on each image."
+            "Upload a *before* and an *after* image. The caption streams in, then how sure the model is that "
+            "anything changed, the box where it changed on the after image, and the Visual Delta Module's attention "
+            "on each image."
         )
         with gr.Row():
-            before = gr.Image(type="pil", label="Before", image_mode="RGB", elem_id="before-image")
-            after = gr.Image(type="pil", label="After", image_mode="RGB", elem_id="after-image")
-        comparison = gr.ImageSlider(label="Before / after", type="pil", interactive=False)
+            # file paths as uploaded (image_mode None): the checkpoint's reader, not Gradio's RGB conversion, reads them
+            before = gr.Image(type="filepath", label="Before", image_mode=None, elem_id="before-image")
+            after = gr.Image(type="filepath", label="After", image_mode=None, elem_id="after-image")
+        comparison = gr.ImageSlider(label="Before / after", type="filepath", interactive=False)
         with gr.Row():
             task = gr.Dropdown(tasks, value=tasks[0], label="Task")
             custom_prompt = gr.Textbox(
@@ -167,8 +202,12 @@ def build_demo(model_path: str) -> gr.Blocks:
             temperature = gr.Slider(0.1, 1.5, value=0.7, step=0.05, label="Temperature")
         button = gr.Button("Describe difference", variant="primary")
         caption = gr.Textbox(label="Difference caption", lines=3, interactive=False)
-        gr.Markdown("### Where it looked")
         with gr.Row():
+            probability = gr.Textbox(label="Change probability", interactive=False, elem_id="change-probability")
+            notes = gr.Textbox(label="Notes on the pair", interactive=False, elem_id="pair-notes")
+        gr.Markdown("### Where it changed, and where it looked")
+        with gr.Row():
+            box = gr.Image(label="Change box on the after image", interactive=False, elem_id="change-box", format="png")
             before_map = gr.Image(label="Attention on the before image", interactive=False, elem_id="before-map")
             after_map = gr.Image(label="Attention on the after image", interactive=False, elem_id="after-map")
 
@@ -180,7 +219,7 @@ def build_demo(model_path: str) -> gr.Blocks:
         button.click(
             captioner.caption,
             [before, after, task, custom_prompt, max_new_tokens, sample, temperature],
-            [caption, before_map, after_map],
+            [caption, probability, before_map, after_map, box, notes],
             api_name="caption",
         )
         examples = example_pairs()

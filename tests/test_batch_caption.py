@@ -125,7 +125,8 @@ def test_single_pair_json_has_the_change_fields(setup, capsys):
     before, after = str(root / "images" / "0.png"), str(root / "images" / "1.png")
     assert main(["caption", before, after, "--model", str(model), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert set(row) == {"before", "after", "caption", "change_probability", "change_box"}
+    assert set(row) == {"before", "after", "caption", "change_probability", "change_box", "warnings"}
+    assert row["warnings"] == []
     assert 0 <= row["change_probability"] <= 1 and len(row["change_box"]) == 4
 
 

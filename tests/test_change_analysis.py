@@ -87,7 +87,7 @@ def test_change_probability_is_one_minus_the_no_change_answers(pipe, model_and_p
     ids = [processor.tokenizer(a, add_special_tokens=False)["input_ids"] + [end] for a in answers]
     expected = 1.0 - sum(np.exp(full_pass_log_probability(model, inputs, 0, a)) for a in ids)
     assert result["change_probability"] == pytest.approx(expected, abs=1e-5)
-    assert set(result) == {"generated_text", "change_probability"}
+    assert set(result) == {"generated_text", "change_probability", "warnings"}  # 50x50 vs 40x40: resized
 
 
 def test_generator_no_change_phrasings_are_scored():

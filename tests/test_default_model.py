@@ -278,3 +278,41 @@ def test_set_schema_writes_the_training_pairs_schema_beside_the_shipped_override
     (dest / default_model.CONFIG_OVERRIDES).write_text(json.dumps(shipped))
     with pytest.raises(ValueError, match="delta_change_schema"):
         default_model.set_change_schema(tmp_path / "data", dest)
+
+
+@needs_model
+def test_every_file_format_of_a_photograph_is_no_change_against_the_photograph(tmp_path):
+    """One held-out photograph written in every format test_image_reading.py reads (16-bit, float, ICC profiles,
+    EXIF rotation, palette, transparency, HEIC ...): the default model sees no change against the 8-bit original."""
+    from test_image_reading import CASES
+
+    from onediff_idc.checkpoints import load_pipeline
+
+    pairs = []
+    for case, (data, shown) in CASES.items():
+        Image.fromarray(shown).save(tmp_path / f"{case}-original.png")
+        (tmp_path / f"{case}.img").write_bytes(data)
+        pairs.append({"before": str(tmp_path / f"{case}-original.png"), "after": str(tmp_path / f"{case}.img")})
+    pipe = load_pipeline(default_model.default_model_dir())
+    results = pipe(pairs, batch_size=8, max_new_tokens=24)
+    captions = {case: result["generated_text"] for case, result in zip(CASES, results)}
+    wrong = {case: caption for case, caption in captions.items() if parse_caption(caption) != {"type": "none"}}
+    assert not wrong, wrong
+
+
+@needs_model
+def test_a_photograph_and_its_16_bit_grayscale_copy_is_a_saturation_change_told_quietly(tmp_path):
+    """`onediff caption` of a colour photograph and its 16-bit grayscale copy (read clipped, the copy was all white)
+    names the colour going; stderr stays empty; a 1x1 image beside the photograph is refused in one line."""
+    from test_image_reading import CASES, original
+
+    original().save(tmp_path / "photo.png")
+    (tmp_path / "gray16.png").write_bytes(CASES["png_gray16"][0])
+    result = _onediff("caption", str(tmp_path / "photo.png"), str(tmp_path / "gray16.png"), cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert parse_caption(result.stdout.strip())["type"] == "saturation", result.stdout
+    assert parse_caption(result.stdout.strip()).get("direction") == "decrease", result.stdout
+    Image.new("RGB", (1, 1), (128, 128, 128)).save(tmp_path / "dot.png")
+    refused = _onediff("caption", str(tmp_path / "photo.png"), str(tmp_path / "dot.png"), cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1
+    assert "after image: too small: 1x1 pixels" in refused.stderr

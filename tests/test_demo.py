@@ -1,10 +1,13 @@
 """The Gradio demo against a live local server: gradio_client and a real browser (Debian's chromium)."""
 
 import os
+import re
 import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urljoin
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -12,7 +15,7 @@ from PIL import Image
 from transformers import pipeline
 
 from onediff_idc.cli import build_parser, demo_arguments
-from onediff_idc.spaces_demo.app import DEFAULT_MAX_NEW_TOKENS, build_demo, parse_args, task_prompts
+from onediff_idc.spaces_demo.app import BOX_COLOUR, DEFAULT_MAX_NEW_TOKENS, build_demo, parse_args, task_prompts
 from tiny import random_image, save_tiny_model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,10 +33,12 @@ def server(tmp_path_factory):
     checkpoint = save_tiny_model(root / "model")
     for name, seed in (("before.png", 1), ("after.png", 2)):
         random_image(seed, size=64).save(root / name)
+    random_image(4, size=80).resize((80, 48)).save(root / "wide.png")  # another size and aspect ratio
     (root / "notes.png").write_text("this is not an image")
     random_image(3, size=64).save(root / "cut.png")
     (root / "cut.png").write_bytes((root / "cut.png").read_bytes()[:300])
     Image.new("RGB", (8000, 8000), (40, 90, 160)).save(root / "huge.png")  # 64 Mpixel, a few kB on disk
+    Image.new("RGB", (1, 1), (40, 90, 160)).save(root / "dot.png")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     demo = build_demo(str(checkpoint))
     port = free_port()
@@ -51,23 +56,52 @@ def ask(client: Client, before, after, max_new_tokens: int = 6):
     )  # fmt: skip
 
 
-def test_caption_equals_the_pipeline_and_heatmaps_are_drawn(server):
-    url, root = server
-    caption, before_map, after_map = ask(Client(url, verbose=False), root / "before.png", root / "after.png")
+def expected_result(root, after: str = "after.png", max_new_tokens: int = 6, task: str = "difference") -> dict:
+    """What the pipeline says of the pair, with the change probability and box (the demo must show the same)."""
     pipe = pipeline("image-difference-captioning", model=str(root / "model"), trust_remote_code=True)
-    expected = pipe(
-        {"before": str(root / "before.png"), "after": str(root / "after.png")},
-        prompt=task_prompts()["difference"],
-        max_new_tokens=6,
+    pair = {"before": str(root / "before.png"), "after": str(root / after)}
+    settings = {"return_change_probability": True, "return_change_map": True}
+    return pipe(pair, prompt=task_prompts()[task], max_new_tokens=max_new_tokens, **settings)
+
+
+def assert_box_drawn(image_file, box: list[int]) -> None:
+    """The box's outline is drawn in the box colour, and the image's middle away from it is not all that colour."""
+    with Image.open(image_file) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    x0, y0, x1, y1 = box
+    outline = np.concatenate([pixels[y0, x0:x1], pixels[y0:y1, x0], pixels[y1 - 1, x0:x1], pixels[y0:y1, x1 - 1]])
+    assert (outline == BOX_COLOUR).all(axis=-1).mean() > 0.95, box
+    assert not (pixels == BOX_COLOUR).all(axis=-1).all()
+
+
+def test_caption_probability_and_box_equal_the_pipeline_and_heatmaps_are_drawn(server):
+    url, root = server
+    caption, probability, before_map, after_map, boxed, notes = ask(
+        Client(url, verbose=False), root / "before.png", root / "after.png"
     )
+    expected = expected_result(root)
     assert caption == expected["generated_text"] and caption
+    assert probability == f"{expected['change_probability']:.1%} sure something changed"
     assert os.path.isfile(before_map) and os.path.isfile(after_map)
+    assert_box_drawn(boxed, expected["change_box"])
+    assert notes == ""
+
+
+def test_a_pair_of_different_sizes_is_framed_and_the_page_says_so(server):
+    url, root = server
+    caption, probability, _, _, boxed, notes = ask(Client(url, verbose=False), root / "before.png", root / "wide.png")
+    expected = expected_result(root, "wide.png")
+    assert expected["warnings"] == [notes] and "letterboxed to 64x64" in notes
+    assert caption == expected["generated_text"]
+    assert probability == f"{expected['change_probability']:.1%} sure something changed"
+    with Image.open(boxed) as image:
+        assert image.size == (64, 64)  # the box is drawn on the framed after image, which the model saw
 
 
 def test_an_api_call_with_only_the_two_images_uses_the_pages_defaults(server):
     url, root = server
     before, after = root / "before.png", root / "after.png"
-    caption, _, _ = Client(url, verbose=False).predict(
+    caption, *_ = Client(url, verbose=False).predict(
         handle_file(str(before)), handle_file(str(after)), api_name="/caption"
     )
     pipe = pipeline("image-difference-captioning", model=str(root / "model"), trust_remote_code=True)
@@ -101,7 +135,7 @@ def test_onediff_demo_keeps_gradios_variables_unless_told(monkeypatch):
     assert (args.host, args.port, args.model) == ("0.0.0.0", 1234, "ckpt")
 
 
-@pytest.mark.parametrize("bad", ["notes.png", "cut.png", "huge.png", None])
+@pytest.mark.parametrize("bad", ["notes.png", "cut.png", "huge.png", "dot.png", None])
 def test_bad_upload_is_answered_and_the_server_stays_up(server, bad):
     url, root = server
     client = Client(url, verbose=False)
@@ -112,9 +146,11 @@ def test_bad_upload_is_answered_and_the_server_stays_up(server, bad):
         )
     if bad == "huge.png":
         assert "too large" in str(error.value)
+    if bad == "dot.png":
+        assert "too small: 1x1 pixels" in str(error.value)
     if bad is None:
         assert "Upload the before image" in str(error.value)
-    caption, _, _ = ask(client, root / "before.png", root / "after.png")
+    caption, *_ = ask(client, root / "before.png", root / "after.png")
     assert isinstance(caption, str) and caption
 
 
@@ -152,11 +188,21 @@ def test_real_browser_uploads_clicks_and_reads_the_caption(server, tmp_path):
         expect(caption).not_to_have_value("", timeout=60_000)
         expect(page.locator("#before-map img")).to_be_visible(timeout=60_000)
         expect(page.locator("#after-map img")).to_be_visible(timeout=60_000)
+        expect(page.locator("#change-box img")).to_be_visible(timeout=60_000)
+        probability = page.get_by_label("Change probability")
+        expect(probability).to_have_value(re.compile(r"% sure something changed$"), timeout=60_000)
+        # the box image as the browser shows it: fetched from the src the page holds
+        box_source = page.locator("#change-box img").get_attribute("src")
+        (tmp_path / "box.png").write_bytes(page.request.get(urljoin(url, box_source)).body())
         shot = tmp_path / "demo.png"
         page.screenshot(path=str(shot), full_page=True)
-        text = caption.input_value()
+        text, shown_probability = caption.input_value(), probability.input_value()
         browser.close()
-    assert text.strip() and shot.stat().st_size > 10_000
+    first_task = next(iter(task_prompts()))  # the page's defaults
+    expected = expected_result(root, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, task=first_task)
+    assert text == expected["generated_text"] and shot.stat().st_size > 10_000
+    assert shown_probability == f"{expected['change_probability']:.1%} sure something changed"
+    assert_box_drawn(tmp_path / "box.png", expected["change_box"])
     artifacts = os.environ.get("ONEDIFF_TEST_ARTIFACTS")
     if artifacts:
         shutil.copy(shot, artifacts)

@@ -27,7 +27,8 @@ def image_files(tmp_path_factory):
 def test_pipeline_is_registered_and_captions(pipe, image_files):
     assert isinstance(pipe, ImageDifferenceCaptioningPipeline)
     result = pipe({"before": image_files[0], "after": image_files[1]}, **GENERATION)
-    assert set(result) == {"generated_text"} and result["generated_text"]
+    assert set(result) == {"generated_text", "warnings"} and result["generated_text"]
+    assert result["warnings"] == ["sizes differ: before 40x40, after 48x48; the after image was resized to 40x40"]
 
 
 def test_batched_pipeline_equals_one_by_one(pipe, image_files):

@@ -16,6 +16,7 @@ REMOTE_CODE_FILES = {
     "modeling_onediff.py",
     "processing_onediff.py",
     "pipeline_onediff.py",
+    "image_reading_onediff.py",
 }
 
 CLEAN_PROCESS = textwrap.dedent(
