@@ -5,7 +5,8 @@ One reader serves the pipeline, the processor (paths and URLs), the `onediff` co
 - EXIF orientation applied; the first frame of an animation;
 - 16- and 32-bit integer and float images (`I;16`, `I;16B`, `I`, `F`: 16-bit PNG and TIFF, scientific TIFF)
   scaled to 8 bits by their range, not clipped (clipping turns a 16-bit photograph white);
-- an embedded ICC profile converted to sRGB (an Adobe RGB photograph and its sRGB copy are the same picture);
+- an 8-bit image's embedded ICC profile converted to sRGB (an Adobe RGB photograph and its sRGB copy are the same
+  picture; a 16-bit or float image is shown by its values);
   a profile littlecms cannot use is ignored, as browsers ignore it;
 - transparency composited on white; palette, CMYK, grayscale and 1-bit images converted to RGB;
 - HEIC/HEIF through `pillow-heif` when it is installed, else an error naming it; AVIF as the installed Pillow reads it;
@@ -18,13 +19,21 @@ This file is part of the remote-code set copied into checkpoints: it imports onl
 import base64
 import io
 import math
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:
+    from PIL import ImageCms
+except ImportError:  # a Pillow built without littlecms: profiles cannot be applied, images still read
+    ImageCms = None
 
 MAX_PIXELS = 50_000_000  # larger images are refused from their header (PIL's own bomb guard stops at ~179 MP)
+MAX_FRAME_SIDE = 2048  # a framed pair is at most this wide: letterboxing a 50-Mpixel panorama would not fit memory
 ASPECT_TOLERANCE = 0.03  # aspect ratios this close (relative) count as the same: the after image is just resized
 LETTERBOX_FILL = (0, 0, 0)
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
@@ -46,23 +55,31 @@ def read_image(source, timeout: float | None = None, max_pixels: int = MAX_PIXEL
     """
     if isinstance(source, Image.Image):
         check_pixels(source.size, max_pixels)
-        return to_rgb(source)
+        try:
+            source.load()  # a lazily opened image: a truncated file fails here
+            return to_rgb(source)
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
+            raise ImageReadError(f"cannot be decoded: {error}") from error
     data = _read_bytes(source, timeout)
     if not data:
         raise ImageReadError("the file is empty (0 bytes)")
     _check_heif(data)
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # over 89 Mpixel Pillow warns before our own, clearer, refusal
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"too large: {error}") from error
     except UnidentifiedImageError as error:
         raise ImageReadError(f"not an image file Pillow can read ({_kind(data)})") from error
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:  # cut off inside its header
+        raise ImageReadError(f"cannot be decoded: {error}") from error
     check_pixels(image.size, max_pixels)
     try:
         image.seek(0)  # the first frame of an animation
         image.load()  # PIL decodes lazily: truncated or corrupt files fail here, not later
         return to_rgb(image)
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
         raise ImageReadError(f"cannot be decoded: {error}") from error
 
 
@@ -84,15 +101,18 @@ def check_min_side(size: tuple[int, int], min_side: int) -> None:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """An 8-bit RGB image of what a viewer shows for `image`: EXIF orientation, bit depth, ICC profile, alpha."""
-    if image.mode == "RGB" and not image.info.get("icc_profile") and _orientation(image) in (None, 1):
+    plain = not image.info.get("icc_profile") and "transparency" not in image.info
+    if image.mode == "RGB" and plain and _orientation(image) in (None, 1):
         return image  # the common case costs nothing
     file_format = image.format  # transposed copies have none
     image = ImageOps.exif_transpose(image) if _orientation(image) not in (None, 1) else image
     if image.mode in _HIGH_BIT_DEPTH_MODES:
         image = _to_8bit(image, file_format)
     alpha = None
-    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("PA", "RGBa", "La"):
+    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("PA", "RGBa"):
         image = image.convert("RGBA")
+    elif image.mode == "La":  # premultiplied gray: Pillow converts it to LA only
+        image = image.convert("LA")
     elif image.mode in ("L", "RGB") and "transparency" in image.info:
         image = image.convert("LA" if image.mode == "L" else "RGBA")
     if image.mode in _ALPHA_MODES:
@@ -146,7 +166,9 @@ def _to_srgb(image: Image.Image) -> Image.Image:
     """RGB in sRGB: an embedded ICC profile is applied (littlecms), else Pillow's conversion of the mode."""
     global _SRGB
     icc = image.info.get("icc_profile")
-    if image.mode == "LAB":  # CIELab TIFFs: Pillow has no plain conversion
+    if ImageCms is None:
+        icc, source = None, None
+    elif image.mode == "LAB":  # CIELab TIFFs: Pillow has no plain conversion
         icc, source = None, ImageCms.createProfile("LAB")
     elif icc:
         try:
@@ -205,7 +227,7 @@ def _read_bytes(source, timeout: float | None) -> bytes:
         raise ImageReadError(f"cannot be read: {error}") from error
 
 
-def _brands(data: bytes) -> set[bytes]:
+def container_brands(data: bytes) -> set[bytes]:
     """The major and compatible brands of an ISO-BMFF file's `ftyp` box (HEIF, AVIF); empty for other files."""
     if len(data) < 16 or data[4:8] != b"ftyp":
         return set()
@@ -216,7 +238,7 @@ def _brands(data: bytes) -> set[bytes]:
 def _check_heif(data: bytes) -> None:
     """HEIC/HEIF needs pillow-heif: registered on first use, or an error that names it. AVIF needs a Pillow that
     reads it (Pillow >= 11.3 ships the plugin)."""
-    brands = _brands(data)
+    brands = container_brands(data)
     if brands & AVIF_BRANDS:
         from PIL import features
 
@@ -251,7 +273,7 @@ class FramedPair:
     before_size: tuple[int, int]  # (width, height) of each image as given
     after_size: tuple[int, int]
     frame_size: tuple[int, int]  # (width, height) both now have
-    after_scale: float = 1.0  # frame pixels per pixel of the after image as given
+    after_scale: tuple[float, float] = (1.0, 1.0)  # frame pixels per pixel of the after image as given, x and y
     after_offset: tuple[float, float] = (0.0, 0.0)  # where its top-left corner lies in the frame
     letterboxed: bool = False  # both fitted into a square (else, for different sizes, the after image resized)
 
@@ -263,28 +285,29 @@ class FramedPair:
         (bw, bh), (aw, ah), (fw, fh) = self.before_size, self.after_size, self.frame_size
         sizes = f"sizes differ: before {bw}x{bh}, after {aw}x{ah}"
         if not self.letterboxed:
-            return [f"{sizes}; the after image was resized to {fw}x{fh}"]
+            resized = "the after image was" if self.frame_size == self.before_size else "both were"
+            return [f"{sizes}; {resized} resized to {fw}x{fh}"]
         return [
             f"{sizes} (aspect ratios {bw / bh:.2f} and {aw / ah:.2f}); both were letterboxed to {fw}x{fh}, so their "
             "borders may read as a change"
         ]
 
     def as_row(self) -> list[float]:
-        """The numbers that describe the framing (sizes, scale, offset), e.g. to carry through a batched pipeline."""
-        row = [*self.before_size, *self.after_size, *self.frame_size, self.after_scale, *self.after_offset]
+        """The numbers that describe the framing (sizes, scales, offset), e.g. to carry through a batched pipeline."""
+        row = [*self.before_size, *self.after_size, *self.frame_size, *self.after_scale, *self.after_offset]
         return [*row, float(self.letterboxed)]
 
     @classmethod
     def from_row(cls, row) -> "FramedPair":
-        bw, bh, aw, ah, fw, fh, scale, ox, oy, letterboxed = (float(v) for v in row)
-        sizes = ((int(bw), int(bh)), (int(aw), int(ah)), (int(fw), int(fh)))
-        return cls(None, None, *sizes, scale, (ox, oy), bool(letterboxed))
+        bw, bh, aw, ah, fw, fh, sx, sy, ox, oy, letterboxed = (float(v) for v in row)
+        sizes = ((round(bw), round(bh)), (round(aw), round(ah)), (round(fw), round(fh)))
+        return cls(None, None, *sizes, (sx, sy), (ox, oy), bool(letterboxed))
 
     def box_in_after(self, box) -> list[int]:
         """A box `[x0, y0, x1, y1]` in frame pixels as pixels of the after image as given (clipped to it)."""
-        (ox, oy), scale = self.after_offset, self.after_scale
+        (ox, oy), (sx, sy) = self.after_offset, self.after_scale
         width, height = self.after_size
-        x0, y0, x1, y1 = ((v - o) / scale for v, o in zip(box, (ox, oy, ox, oy)))
+        x0, y0, x1, y1 = (box[0] - ox) / sx, (box[1] - oy) / sy, (box[2] - ox) / sx, (box[3] - oy) / sy
         return [
             min(width, max(0, round(x0))),
             min(height, max(0, round(y0))),
@@ -293,7 +316,9 @@ class FramedPair:
         ]
 
 
-def frame_pair(before: Image.Image, after: Image.Image, tolerance: float = ASPECT_TOLERANCE) -> FramedPair:
+def frame_pair(
+    before: Image.Image, after: Image.Image, tolerance: float = ASPECT_TOLERANCE, max_side: int = MAX_FRAME_SIDE
+) -> FramedPair:
     """
     Two images of different sizes brought to one frame, so that the vision tower's patches of both cover the same
     part of the scene (the image processor resizes each image on its own, which would compare regions that do not
@@ -303,27 +328,35 @@ def frame_pair(before: Image.Image, after: Image.Image, tolerance: float = ASPEC
     - otherwise both are letterboxed the same way: each scaled to fit a square as wide as the before image's longer
       side, centred on black.
 
-    A pair of one size is returned as it is. `warnings` says what was done.
+    The frame's longer side is at most `max_side` (the before image is shrunk too if need be: the vision tower sees a
+    few hundred pixels anyway). A pair of one size is returned as it is. `warnings` says what was done.
     """
     if before.size == after.size:
         return FramedPair(before, after, before.size, after.size, before.size)
     (bw, bh), (aw, ah) = before.size, after.size
+    shrink = min(1.0, max_side / max(bw, bh))
     if abs(math.log((bw / bh) / (aw / ah))) <= tolerance:
-        resized = after.resize(before.size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-        return FramedPair(before, resized, before.size, after.size, before.size, bw / aw)
-    side = max(bw, bh)
+        frame = (max(1, round(bw * shrink)), max(1, round(bh * shrink)))
+        framed_before = before if frame == before.size else _resized(before, frame)
+        scale = (frame[0] / aw, frame[1] / ah)
+        return FramedPair(framed_before, _resized(after, frame), before.size, after.size, frame, scale)
+    side = max(1, round(max(bw, bh) * shrink))
 
-    def letterbox(image: Image.Image) -> tuple[Image.Image, float, tuple[float, float]]:
+    def letterbox(image: Image.Image) -> tuple[Image.Image, tuple[float, float], tuple[float, float]]:
         scale = side / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         offset = ((side - size[0]) // 2, (side - size[1]) // 2)
         canvas = Image.new("RGB", (side, side), LETTERBOX_FILL)
-        canvas.paste(image.convert("RGB").resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0), offset)
-        return canvas, size[0] / image.width, (float(offset[0]), float(offset[1]))
+        canvas.paste(_resized(image.convert("RGB"), size), offset)
+        return canvas, (size[0] / image.width, size[1] / image.height), (float(offset[0]), float(offset[1]))
 
     framed_before, _, _ = letterbox(before)
     framed_after, scale, offset = letterbox(after)
     return FramedPair(framed_before, framed_after, before.size, after.size, (side, side), scale, offset, True)
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 __all__ = [

@@ -165,7 +165,7 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         model_inputs = self.processor(images=[(framed.before, framed.after)], text=[text], return_tensors="pt")
         # the framing as numbers (batches carry tensors): the warnings and the change box in the after image's pixels
-        model_inputs["framing"] = torch.tensor([framed.as_row()], dtype=torch.float64)
+        model_inputs["framing"] = torch.tensor([framed.as_row()], dtype=torch.float32)  # MPS has no float64
         return model_inputs
 
     def _no_change_type(self) -> tuple[int, int] | None:

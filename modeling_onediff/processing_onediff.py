@@ -22,7 +22,7 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.tokenization_utils_base import AddedToken
 from transformers.utils import logging
 
-from .image_reading_onediff import ImageReadError, check_min_side, frame_pair, read_image, to_rgb
+from .image_reading_onediff import ImageReadError, check_min_side, frame_pair, read_image
 
 logger = logging.get_logger(__name__)
 
@@ -55,6 +55,12 @@ def chat_template_with_image_items(language_model_template: str, image_token: st
         "{%- endfor -%}{%- set messages = onediff.messages -%}"
     )
     return block + language_model_template
+
+
+def _as_predicate(error: ImageReadError) -> str:
+    """The reader's sentence after "The before image of sample 0": "cannot be decoded: ...", "is too large: ..."."""
+    text = str(error)
+    return text if text.startswith("cannot") else f"is {text}"
 
 
 class OneDiffProcessorKwargs(ProcessingKwargs, total=False):
@@ -315,11 +321,10 @@ class OneDiffProcessor(ProcessorMixin):
             except ImageReadError as error:  # missing, unreadable or not an image: say which one
                 raise ValueError(f"Could not read the {role} image of sample {index} ({image}): {error}") from error
         elif isinstance(image, Image.Image):
-            try:
-                image.load()  # PIL decodes lazily: surface truncated or corrupt files here
-                image = to_rgb(image)
-            except (OSError, SyntaxError, ValueError) as error:
-                raise ValueError(f"The {role} image of sample {index} cannot be decoded: {error}") from error
+            try:  # decodes a lazily opened image (truncated files fail here), refuses a huge one, converts to RGB
+                image = read_image(image)
+            except ImageReadError as error:
+                raise ValueError(f"The {role} image of sample {index} {_as_predicate(error)}") from error
         elif not is_valid_image(image):
             raise ValueError(
                 f"The {role} image of sample {index} is a {type(image).__name__}, not an image (PIL image, numpy "

@@ -19,13 +19,14 @@ import io
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from modeling_onediff.image_reading_onediff import MAX_PIXELS, read_image
+from modeling_onediff.image_reading_onediff import MAX_PIXELS, container_brands, read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 OUTPUT_FIELDS = ("id", "before", "after", "caption", "change_probability", "change_box", "warnings", "seconds")
@@ -100,14 +101,17 @@ def check_pair(pair: Pair, max_pixels: int = MAX_PIXELS) -> str | None:
         path = Path(getattr(pair, role))
         if not path.is_file():
             return f"{role} image not found: {path}"
-        if path.suffix.lower() in (".heic", ".heif", ".avif"):
-            continue
         try:
-            with Image.open(path) as image:
-                width, height = image.size
+            with warnings.catch_warnings():  # Pillow's own bomb warning would precede our clearer refusal
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    width, height = image.size
         except Image.DecompressionBombError as error:
             return f"{role} image too large: {error}"
         except Exception as error:
+            with path.open("rb") as handle:
+                if container_brands(handle.read(64)):  # HEIC/AVIF by its content, whatever its name
+                    continue
             return f"{role} image unreadable: {error}"
         if width * height > max_pixels:
             return f"{role} image too large: {width}x{height} pixels (limit {max_pixels:,})"

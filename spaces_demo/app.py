@@ -11,8 +11,8 @@ a pair of different sizes is brought to one frame, with a note saying so.
 """
 
 import argparse
+import importlib
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -21,6 +21,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer
+
+try:  # Gradio opens each upload with Pillow before the app sees it: phone photographs (HEIC) need the plugin first
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:
+    pass
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples" if (HERE.parent / "examples").is_dir() else HERE / "examples"
@@ -57,9 +64,11 @@ def default_model_path() -> str:
 
 
 def draw_box(image: Image.Image, box: list[int]) -> Image.Image:
-    """The after image with the change box drawn on it."""
-    drawn = image.convert("RGB")
-    ImageDraw.Draw(drawn).rectangle(box, outline=BOX_COLOUR, width=max(2, min(drawn.size) // 100))
+    """The image (shrunk for display) with the change box, given in its full-size pixels, drawn on it."""
+    drawn = shrunk(image.convert("RGB"))
+    ratio = drawn.width / image.width
+    scaled = [round(v * ratio) for v in box]
+    ImageDraw.Draw(drawn).rectangle(scaled, outline=BOX_COLOUR, width=max(2, min(drawn.size) // 100))
     return drawn
 
 
@@ -81,9 +90,9 @@ class Captioner:
     def __init__(self, model_path: str):
         self.model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=True).eval()
         self.processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
-        # the checkpoint's remote code: its processor module holds the reader, its model module the pipeline class
-        self.reader = sys.modules[type(self.processor).__module__]
-        pipeline_class = sys.modules[type(self.model).__module__].ImageDifferenceCaptioningPipeline
+        self.reader = image_reader(self.processor)
+        # the checkpoint's remote code: its model module imports the pipeline class (so it ships with every checkpoint)
+        pipeline_class = importlib.import_module(type(self.model).__module__).ImageDifferenceCaptioningPipeline
         self.pipe = pipeline_class(model=self.model, processor=self.processor)
         self.has_delta_module = bool(getattr(self.model.config, "use_delta_module", True))
         self.tasks = task_prompts()
@@ -97,14 +106,6 @@ class Captioner:
         except ValueError as error:  # the reader's one sentence: unreadable, truncated, too large, too small, HEIC
             raise gr.Error(f"The {role} image: {error}") from error
         return picture
-
-    def frame(self, before: Image.Image, after: Image.Image) -> tuple[Image.Image, Image.Image, str]:
-        """The pair in one frame, downscaled to MAX_SIDE, and the note on what was done to a pair of different sizes."""
-        framed = self.processor.frame_pair(before, after)
-        before, after = framed.before, framed.after
-        before.thumbnail((MAX_SIDE, MAX_SIDE))  # one size, so both shrink the same way
-        after.thumbnail((MAX_SIDE, MAX_SIDE))
-        return before, after, "\n".join(framed.warnings)
 
     def inputs(self, before: Image.Image, after: Image.Image, prompt: str) -> dict:
         content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]
@@ -126,7 +127,9 @@ class Captioner:
         """An API call may send only the two images: every other input has a default (the page's own). Yields the
         caption so far, then everything: caption, change probability, the two attention maps, the after image with
         the change box, notes."""
-        before, after, notes = self.frame(self.read(before, "before"), self.read(after, "after"))
+        before, after = self.read(before, "before"), self.read(after, "after")
+        framed = self.reader.frame_pair(before, after)  # what the model sees, as the pipeline frames it
+        notes = "\n".join(framed.warnings)
         prompt = (custom_prompt or "").strip() or self.tasks.get(task) or next(iter(self.tasks.values()))
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         settings = {"prompt": prompt, "max_new_tokens": int(max_new_tokens), "do_sample": bool(sample)}
@@ -138,7 +141,7 @@ class Captioner:
 
         def generate():
             try:
-                with torch.no_grad():
+                with torch.no_grad():  # the images as read: the pipeline frames them and maps its box back
                     results.append(self.pipe({"before": before, "after": after}, **settings))
             except Exception as error:  # reported in the page below
                 errors.append(error)
@@ -155,14 +158,34 @@ class Captioner:
             raise gr.Error(f"Generation failed: {errors[0]}")
         result = results[0]
         probability = f"{result['change_probability']:.1%} sure something changed"
-        if not self.has_delta_module:
+        if not self.has_delta_module:  # no delta module, no map: nothing to say where
             yield result["generated_text"], probability, None, None, None, notes
             return
         with torch.no_grad():
-            maps = self.model.get_delta_attention_maps(self.inputs(before, after, prompt)["pixel_values"])
-        before_map, after_map = heatmap(before, maps.before[0].numpy()), heatmap(after, maps.after[0].numpy())
-        boxed = draw_box(after, result["change_box"])
+            maps = self.model.get_delta_attention_maps(self.inputs(framed.before, framed.after, prompt)["pixel_values"])
+        before_map = heatmap(shrunk(framed.before), maps.before[0].numpy())
+        after_map = heatmap(shrunk(framed.after), maps.after[0].numpy())
+        boxed = draw_box(after, result["change_box"])  # on the after image as uploaded
         yield result["generated_text"], probability, before_map, after_map, boxed, notes
+
+
+def shrunk(image: Image.Image) -> Image.Image:
+    """A copy at most MAX_SIDE on either side, for display."""
+    copy = image.copy()
+    copy.thumbnail((MAX_SIDE, MAX_SIDE))
+    return copy
+
+
+def image_reader(processor):
+    """The image reader of the checkpoint's own remote code (`image_reading_onediff`, beside its processor), else,
+    for a checkpoint saved before it existed, the installed package's."""
+    package = type(processor).__module__.rpartition(".")[0]
+    for name in (f"{package}.image_reading_onediff", "modeling_onediff.image_reading_onediff"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise SystemExit("This checkpoint predates OneDiff's image reader: re-export it, or `pip install onediff-idc`")
 
 
 def example_pairs() -> list[list[str]]:

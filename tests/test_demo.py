@@ -94,8 +94,22 @@ def test_a_pair_of_different_sizes_is_framed_and_the_page_says_so(server):
     assert expected["warnings"] == [notes] and "letterboxed to 64x64" in notes
     assert caption == expected["generated_text"]
     assert probability == f"{expected['change_probability']:.1%} sure something changed"
+    assert_box_drawn(boxed, expected["change_box"])  # on the after image as uploaded, where the pipeline's box lies
     with Image.open(boxed) as image:
-        assert image.size == (64, 64)  # the box is drawn on the framed after image, which the model saw
+        assert image.size == (80, 48)
+
+
+def test_a_phone_photograph_uploads(server):
+    """Gradio opens every upload with Pillow before the app: HEIC reads because the app registered pillow-heif."""
+    pytest.importorskip("pillow_heif")
+    url, root = server
+    with Image.open(root / "before.png") as image:
+        image.save(root / "before.heic", quality=100)
+    caption, probability, *_ = ask(Client(url, verbose=False), root / "before.heic", root / "after.png")
+    pipe = pipeline("image-difference-captioning", model=str(root / "model"), trust_remote_code=True)
+    pair = {"before": str(root / "before.heic"), "after": str(root / "after.png")}
+    expected = pipe(pair, prompt=task_prompts()["difference"], max_new_tokens=6, return_change_probability=True)
+    assert caption == expected["generated_text"] and probability.endswith("% sure something changed")
 
 
 def test_an_api_call_with_only_the_two_images_uses_the_pages_defaults(server):

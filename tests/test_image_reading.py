@@ -246,6 +246,47 @@ def test_a_pair_with_an_image_smaller_than_a_patch_is_refused(processor):
         processor(images=[(random_image(0, size=64), Image.new("RGB", (1, 1)))], text=["q"])
 
 
+def test_files_cut_off_anywhere_and_truncated_images_passed_in_are_one_sentence(tmp_path):
+    jpeg = encode(original(), "JPEG", quality=90)
+    for cut in (20, 200, len(jpeg) // 2):
+        with pytest.raises(ImageReadError, match=r"cannot be decoded|not an image file"):
+            read_image(jpeg[:cut])
+    (tmp_path / "half.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    with pytest.raises(ImageReadError, match="cannot be decoded"):
+        read_image(Image.open(tmp_path / "half.jpg"))  # opened lazily by the caller, decoded by the reader
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P"])
+def test_a_transparent_colour_key_is_shown_on_white(mode):
+    """PNG's tRNS chunk: one colour (or palette entry) is transparent, which viewers show as the background."""
+    image = Image.new("RGB", (20, 20), (10, 200, 30))
+    image.paste((250, 0, 250), (0, 0, 10, 20))
+    image = image.convert(mode) if mode != "P" else image.quantize(4)
+    key = image.getpixel((0, 0))
+    shown = np.asarray(read_image(encode(image, "PNG", transparency=key)))
+    assert (shown[:, :10] == 255).all() and not (shown[:, 10:] == 255).all()
+
+
+def test_profiles_apply_to_palette_and_gray_with_alpha_and_sixteen_bit_turns_with_exif():
+    adobe = adobe_rgb_profile()
+    colour = original()
+    in_adobe = ImageCms.profileToProfile(
+        colour, ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(adobe)), outputMode="RGB"
+    )
+    palette = read_image(encode(in_adobe.quantize(256, dither=Image.Dither.NONE), "PNG", icc_profile=adobe))
+    plain = np.asarray(in_adobe.quantize(256, dither=Image.Dither.NONE).convert("RGB"), dtype=np.float64)
+    # the profile moved the palette's colours back towards the sRGB original
+    assert np.abs(np.asarray(palette, dtype=np.float64) - np.asarray(colour)).mean() < np.abs(plain - colour).mean()
+    la = read_image(Image.new("La", (8, 8)))  # premultiplied gray with alpha: shown on white like LA
+    assert la.mode == "RGB" and la.getpixel((0, 0)) == (255, 255, 255)
+    gray = np.asarray(colour.convert("L")).astype(np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = Image.fromarray(np.ascontiguousarray(np.rot90(gray)) * 257)
+    shown = read_image(encode(turned, "TIFF", exif=exif))
+    assert np.array_equal(np.asarray(shown)[..., 0], np.asarray(colour.convert("L")))
+
+
 def test_a_pair_of_one_aspect_ratio_resizes_the_after_image():
     before, after = Image.new("RGB", (640, 480), (10, 20, 30)), Image.new("RGB", (1280, 960), (200, 0, 0))
     framed = frame_pair(before, after)
@@ -253,6 +294,11 @@ def test_a_pair_of_one_aspect_ratio_resizes_the_after_image():
     assert framed.warnings == ["sizes differ: before 640x480, after 1280x960; the after image was resized to 640x480"]
     assert framed.box_in_after([100, 50, 200, 150]) == [200, 100, 400, 300]
     assert FramedPair.from_row(framed.as_row()).warnings == framed.warnings
+    # within 3% the scales differ by axis: each maps back on its own
+    slightly_wider = frame_pair(Image.new("RGB", (1000, 750)), Image.new("RGB", (1030, 750)))
+    assert slightly_wider.warnings[0].endswith("the after image was resized to 1000x750")
+    assert slightly_wider.box_in_after([500, 700, 1000, 750]) == [515, 700, 1030, 750]
+    assert FramedPair.from_row(slightly_wider.as_row()).box_in_after([500, 700, 1000, 750]) == [515, 700, 1030, 750]
     same = frame_pair(before, before.copy())
     assert same.warnings == [] and same.box_in_after([1, 2, 3, 4]) == [1, 2, 3, 4]
 
@@ -268,6 +314,14 @@ def test_a_pair_of_different_aspect_ratios_is_letterboxed_the_same_way():
     assert "letterboxed to 640x640" in framed.warnings[0] and "1280x720" in framed.warnings[0]
     assert framed.box_in_after([0, 140, 320, 500]) == [0, 0, 640, 720]  # frame pixels back to the after image's
     assert FramedPair.from_row(framed.as_row()).box_in_after([0, 140, 320, 500]) == [0, 0, 640, 720]
+
+
+def test_framing_a_panorama_stays_within_the_frame_cap():
+    framed = frame_pair(Image.new("RGB", (20000, 1000)), Image.new("RGB", (640, 480)), max_side=2048)
+    assert framed.frame_size == (2048, 2048) and framed.after.size == (2048, 2048)
+    assert framed.box_in_after([0, 256, 2048, 1792]) == [0, 0, 640, 480]
+    resized = frame_pair(Image.new("RGB", (8000, 6000)), Image.new("RGB", (800, 600)), max_side=2048)
+    assert resized.before.size == resized.after.size == (2048, 1536) and "both were resized" in resized.warnings[0]
 
 
 def test_the_pipeline_says_when_it_framed_a_pair_and_maps_the_box_back(tmp_path):
@@ -288,6 +342,15 @@ def test_the_pipeline_says_when_it_framed_a_pair_and_maps_the_box_back(tmp_path)
     assert "warnings" not in results[1]
     x0, y0, x1, y1 = framed["change_box"]
     assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 72  # in the after image's own pixels
+    # exactly the box on the framed pair, mapped back through the letterbox (64 / 128 = 0.5 per pixel, 14 px down)
+    in_frame = pipe(
+        {"before": frame_pair(*(Image.open(pair[r]) for r in ("before", "after"))).before,
+         "after": frame_pair(*(Image.open(pair[r]) for r in ("before", "after"))).after},
+        max_new_tokens=3, return_change_map=True,
+    )["change_box"]  # fmt: skip
+    expected = [in_frame[0] * 2, (in_frame[1] - 14) * 2, in_frame[2] * 2, (in_frame[3] - 14) * 2]
+    assert framed["change_box"] == [min(128, max(0, v)) if i % 2 == 0 else min(72, max(0, v))
+                                    for i, v in enumerate(expected)]  # fmt: skip
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
