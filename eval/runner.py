@@ -23,6 +23,7 @@ from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
 from .change_accuracy import change_accuracy, heads_fidelity, no_change_accuracy
 from .change_detection import DEFAULT_THRESHOLD, change_detection, localisation
 from .coco import grouped_coco_caption_scores
+from .wild import object_vocabulary, wild_scores
 
 
 def generate_predictions(
@@ -112,7 +113,12 @@ def score_predictions(rows: list[dict], predictions: list[str]) -> dict:
         sub_rows, sub_predictions = subset([i for i in indices if rows[i]["change"]])
         return change_accuracy(sub_predictions, [r["change"] for r in sub_rows]) if sub_rows else None
 
-    return {
+    wild = [i for i, row in enumerate(rows) if row["source"].startswith("wild-")]
+    extra = {}
+    if wild:  # the wild evaluation's judge (eval/wild.py), beside the generators' parse
+        wild_rows, wild_predictions = subset(wild)
+        extra["wild"] = wild_scores(wild_rows, wild_predictions, object_vocabulary(wild_rows))
+    return extra | {
         "metrics": {
             "overall": metrics["overall"],
             "by_source": {k: metrics[f"source:{k}"] for k in groups["by_source"]},
@@ -190,6 +196,18 @@ def markdown_table(results: dict) -> str:
                 f"| {k} | {v['pairs']} | {_pct(v['heads_accuracy'])} | {_pct(v['caption_accuracy'])} | {fidelity} | "
                 f"{_pct(v['agreement'])} |"
             )
+    wild = results.get("wild")
+    if wild:
+        lines += ["", "| wild group | pairs | right |", "|---|---:|---:|"]
+        for group, scores in wild["groups"].items():
+            lines.append(f"| {group.replace('_', ' ')} | {scores['pairs']} | {_pct(scores['accuracy'])} |")
+        names, synthetic = wild["names"], wild["synthetic_words"]
+        lines += [
+            "",
+            f"Objects named: top-1 {_pct(names['top1'])}, right when named {_pct(names['precision'])} "
+            f"({names['named']} of {names['object_pairs']} captions name one); synthetic-scene words in "
+            f"{synthetic['captions']} of {synthetic['non_scene_pairs']} captions of non-scene pairs.",
+        ]
     no_change = {"overall": results["no_change"]["overall"], **results["no_change"]["by_source"]}
     no_change = [(k, v) for k, v in no_change.items() if v]
     if no_change:

@@ -179,9 +179,46 @@ def data_photos(args: argparse.Namespace) -> int:
         manifest = prepare(args.out, debs=args.debs)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise CliError(str(error)) from error
-    splits = [photo["split"] for photo in manifest["photos"].values()]
+    print(f"wrote {args.out}: {_split_counts(manifest['photos'], 'photographs')}; licences in {args.out}/manifest.json")
+    return 0
+
+
+def _split_counts(entries: dict, what: str) -> str:
+    """ "24 photographs (train 16, validation 3, test 5)" of a manifest's entries."""
+    splits = [entry["split"] for entry in entries.values()]
     counts = ", ".join(f"{split} {splits.count(split)}" for split in ("train", "validation", "test"))
-    print(f"wrote {args.out}: {len(splits)} photographs ({counts}); licences in {args.out}/manifest.json")
+    return f"{len(splits)} {what} ({counts})"
+
+
+def data_stamps(args: argparse.Namespace) -> int:
+    from onediff_idc.processing.stamps import prepare
+
+    try:
+        manifest = prepare(args.out, debs=args.debs, progress=True)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {args.out}: {_split_counts(manifest['stamps'], 'objects')}; licence in {args.out}/manifest.json")
+    return 0
+
+
+def data_wild(args: argparse.Namespace) -> int:
+    from onediff_idc.processing.wild import WildSpec, build_wild
+
+    try:
+        spec = WildSpec(
+            seed=args.seed,
+            per_type=args.per_type,
+            resolution=args.resolution,
+            photos=str(Path(args.photos).resolve()) if args.photos else None,
+            stamps=str(Path(args.stamps).resolve()) if args.stamps else None,
+            screens=args.screens,
+            splits=tuple(args.splits),
+        )
+        dataset = build_wild(spec, args.out)
+    except (ValueError, FileNotFoundError) as error:
+        raise CliError(str(error)) from error
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.items())
+    print(f"wrote {args.out}: {sizes}")
     return 0
 
 
@@ -488,6 +525,28 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--out", required=True, help="new folder: <split>/<name>.jpg and manifest.json")
     ph.add_argument("--debs", default=None, help="folder of the packages' .deb files (default: apt-get download)")
     ph.set_defaults(func=data_photos)
+
+    st = data.add_parser("stamps", help="photographic object cut-outs with names (tuxpaint-stamps-default), by object")
+    st.add_argument("--out", required=True, help="new folder: <split>/<name>.png and manifest.json")
+    st.add_argument("--debs", default=None, help="folder holding the package's .deb (default: apt-get download)")
+    st.set_defaults(func=data_stamps)
+
+    w = data.add_parser("wild", help="the wild evaluation: held-out photographs, objects and page templates")
+    w.add_argument("--out", required=True, help="new folder for the DatasetDict (splits validation and test)")
+    w.add_argument("--seed", type=int, default=1, help="same seed, same pairs")
+    w.add_argument("--per-type", type=int, default=10, help="pairs of every change type and nuisance, per split")
+    w.add_argument("--resolution", type=int, default=224, help="side of the square images, in pixels")
+    w.add_argument("--photos", default=None, help="a `onediff data photos` folder: its held-out photographs join in")
+    w.add_argument("--stamps", default=None, help="a `onediff data stamps` folder: object added/removed/moved/...")
+    w.add_argument("--screens", action="store_true", help="screenshot changes of held-out page templates (Chromium)")
+    w.add_argument(
+        "--splits",
+        nargs="+",
+        default=["validation", "test"],
+        choices=["train", "validation", "test"],
+        help="which splits (train: training pairs of the same kinds from the training photos, objects, templates)",
+    )
+    w.set_defaults(func=data_wild)
 
     dp = data.add_parser("push", help="publish a DiffCap folder as a Hub dataset repo (Parquet shards + card)")
     dp.add_argument("path", help="DiffCap folder (onediff data build/convert output, either layout)")

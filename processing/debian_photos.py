@@ -179,9 +179,12 @@ def prepare(out: str | Path, debs: str | Path | None = None, progress: bool = Tr
 
 
 def load_manifest(folder: str | Path) -> dict:
+    return read_folder_manifest(folder, "photo", "onediff data photos")
+
+
+def read_folder_manifest(folder: str | Path, what: str, command: str) -> dict:
+    """The manifest.json of a folder `command` wrote, or an error that says how to make one."""
     path = Path(folder) / "manifest.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"No photo folder at {folder} (manifest.json missing); make one with `onediff data photos`"
-        )
+        raise FileNotFoundError(f"No {what} folder at {folder} (manifest.json missing); make one with `{command}`")
     return json.loads(path.read_text())
