@@ -5,7 +5,7 @@ of objects, web pages and cameras will not use their templates, and a judge boun
 as wrong. This judge reads what a demanding user reads in a caption, by group:
 
 - nothing changed (re-encodings, a smaller copy, jitter, noise, exposure, EXIF-rotated storage, 16-bit): it says so;
-- global edits: the generators' parse of the caption names the edit (type and direction where there is one);
+- photo edits (global and local): the generators' parse of the caption names the edit (and its direction);
 - object added / removed: the action and the place on a 3x3 grid are right;
 - object moved / replaced / recoloured / resized: the action is right (and the new colour, the direction of a resize);
 - screenshot changes: the action is right (recolour with the new colour, text, added, removed, moved);
@@ -31,7 +31,7 @@ from onediff_idc.processing.phrasing import normalize_caption, parse_caption, sa
 GRID = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 GROUPS = (
     "nothing_changed",
-    "global_edit",
+    "photo_edit",
     "object_add_remove",
     "object_move",
     "object_replace",
@@ -84,7 +84,7 @@ def group_of(change: dict) -> str:
         return "screenshot"
     if kind in ("unrelated", "camera"):
         return kind
-    return "global_edit"
+    return "photo_edit"
 
 
 def position_of(caption: str) -> str | None:
@@ -116,7 +116,7 @@ def judge(caption: str, change: dict, vocabulary: frozenset[str] | set[str] = fr
         return _says(CAMERA, caption) and not _says(FLIP_OR_ROTATION, caption)
     if group == "unrelated":
         return _says(UNRELATED, caption)
-    if group == "global_edit":
+    if group == "photo_edit":
         parsed = parse_caption(caption)
         return parsed.get("type") == kind and all(parsed.get(k) == change[k] for k in ("direction",) if k in change)
     action = kind.split("_", 1)[1]
@@ -192,7 +192,7 @@ def wild_scores(rows: list[dict], predictions: list[str], vocabulary: set[str] =
     }
 
 
-# issue 37's bar on the wild evaluation (means over three seeds); global edits have today's generated-seed bar
+# issue 37's bar on the wild evaluation (means over three seeds); photo edits have the generated seeds' bar
 BAR = {
     "nothing_changed": 0.97,
     "object_add_remove": 0.90,

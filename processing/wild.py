@@ -10,7 +10,7 @@ Groups (`eval/wild.py` judges each):
   sensor noise, a few percent of exposure, stored EXIF-rotated, stored as 16-bit grayscale of a grayscale photograph.
   The re-encoded, EXIF-rotated and 16-bit files are stored as their own bytes, so the reader is tested as users meet
   it;
-- global edits of the held-out photographs (`photo_edits.apply_edit`);
+- the 12 photo edits (global and local) of the held-out photographs (`photo_edits.apply_edit`);
 - an object added / removed / moved / replaced by another / recoloured / resized: a held-out stamp on a held-out
   photograph, its place on a 3x3 grid;
 - screenshot changes (with `--screens`: needs Chromium): recolour, text, added, removed, moved;
@@ -269,7 +269,7 @@ PHRASES = {
 
 
 def wild_references(change: dict, rng: np.random.Generator, count: int = 3) -> list[str]:
-    """Reference captions of a wild pair (global edits: the photo-edit generator's own phrasings)."""
+    """Reference captions of a wild pair (photo edits: the photo-edit generator's own phrasings)."""
     kind = change["type"]
     if kind in PHOTO_EDIT_TYPES:
         return write_references(change, rng, count)

@@ -116,7 +116,7 @@ def test_names_and_synthetic_words_are_counted():
 
 
 def test_groups_cover_every_generated_type():
-    assert group_of({"type": "blur"}) == "global_edit" and group_of({"type": "object_move"}) == "object_move"
+    assert group_of({"type": "blur"}) == "photo_edit" and group_of({"type": "object_move"}) == "object_move"
     assert group_of({"type": "screen_text"}) == "screenshot" and group_of({"type": "none"}) == "nothing_changed"
 
 
@@ -158,7 +158,7 @@ def test_wild_rows_without_stamps_cover_photo_groups_deterministically():
     spec = WildSpec(per_type=1, resolution=SIZE)
     rows = wild_rows(spec, "test", progress=False)
     groups = {group_of(json.loads(r["change"])) for r in rows}
-    assert groups == {"nothing_changed", "global_edit", "unrelated", "camera"}
+    assert groups == {"nothing_changed", "photo_edit", "unrelated", "camera"}
     assert [r["images"][1]["bytes"] for r in rows] == [r["images"][1]["bytes"] for r in wild_rows(spec, "test", False)]
     assert all(r["source"] == "wild-photo" and r["references"] for r in rows)
 
