@@ -82,13 +82,20 @@ def localisation_scores(peaks, boxes, regions) -> dict:
     return {"pointing_game": float(np.mean(hits)), "mean_iou": float(np.mean(ious)), "pairs": len(hits)}
 
 
-def peak_and_box(processor, change_map: np.ndarray, image_size: tuple[int, int]) -> tuple[tuple[float, float], list]:
-    """The map's peak (centre of its strongest patch) and its change box, in pixels of an image of `image_size`."""
-    from modeling_onediff.pipeline_onediff import change_box_on_grid
+def peak_and_box(
+    processor, change_map: np.ndarray, image_size: tuple[int, int], extent=None, difference=None
+) -> tuple[tuple[float, float], list]:
+    """The map's peak (centre of its strongest patch) and the change box the pipeline draws (with the change extent
+    and the pixel difference: `change_box_in_pixels`; else the map's own), in pixels of an image of `image_size`."""
+    from modeling_onediff.pipeline_onediff import change_box_in_pixels, change_box_on_grid
 
     row, column = np.unravel_index(int(np.argmax(change_map)), change_map.shape)
     x0, y0, x1, y1 = processor.grid_box_to_pixels((column, row, column + 1, row + 1), change_map.shape, image_size)
-    box = processor.grid_box_to_pixels(change_box_on_grid(change_map), change_map.shape, image_size)
+    if extent is not None and difference is not None:
+        box = change_box_in_pixels(change_map, extent, difference)
+        box = processor.grid_box_to_pixels(box, difference.shape, image_size)
+    else:
+        box = processor.grid_box_to_pixels(change_box_on_grid(change_map), change_map.shape, image_size)
     return ((x0 + x1) / 2, (y0 + y1) / 2), box
 
 
@@ -108,8 +115,11 @@ def random_delta_module(model, seed: int = 0):
         model.model.delta_module = trained
 
 
-def change_maps(model, processor, pairs, batch_size: int = 8, progress: bool = True) -> list[np.ndarray]:
-    """The change map of every `(before, after)` pair (PIL images), batched."""
+def change_maps(model, processor, pairs, batch_size: int = 8, progress: bool = True) -> list[tuple]:
+    """For every `(before, after)` pair (PIL images), batched: its change map, and with a zoomed delta module its
+    change extent and pixel difference (else None), what the pipeline's change box is drawn from."""
+    from modeling_onediff.pipeline_onediff import pixel_difference
+
     maps = []
     bar = tqdm(total=len(pairs), desc="change maps", unit="pair", disable=not progress)
     for start in range(0, len(pairs), batch_size):
@@ -117,7 +127,9 @@ def change_maps(model, processor, pairs, batch_size: int = 8, progress: bool = T
         pixel_values = processor(images=batch, return_tensors="pt")["pixel_values"]
         with torch.no_grad():
             result = model.get_delta_attention_maps(pixel_values.to(model.device))
-        maps += list(result.change.float().cpu().numpy())
+        extents = [None] * len(batch) if result.change_extent is None else result.change_extent.float().cpu().numpy()
+        differences = [None] * len(batch) if result.change_extent is None else pixel_difference(pixel_values).numpy()
+        maps += list(zip(result.change.float().cpu().numpy(), extents, differences))
         bar.update(len(batch))
     bar.close()
     return maps
@@ -133,6 +145,7 @@ def localisation(model, processor, pairs, regions, batch_size: int = 8, progress
     ):
         with context as scored:
             maps = change_maps(scored, processor, pairs, batch_size, progress)
-        peaks, boxes = zip(*(peak_and_box(processor, m, size) for m, size in zip(maps, sizes))) if maps else ((), ())
+        located = [peak_and_box(processor, m, size, e, d) for (m, e, d), size in zip(maps, sizes)]
+        peaks, boxes = zip(*located) if located else ((), ())
         results[name] = localisation_scores(peaks, boxes, regions)
     return results

@@ -244,6 +244,8 @@ class OneDiffVisualOutput(BaseModelOutputWithPooling):
         One tensor per cross-attention block, of shape `(batch_size, num_heads, num_delta_queries, context_length)`.
     delta_context_patches (`torch.LongTensor` of shape `(batch_size, delta_zoom_patches)`, *optional*):
         With `delta_zoom_patches`, the patches (row-major indices) each pair's delta module attended to.
+    delta_change_extent (`torch.FloatTensor` of shape `(batch_size, num_patches)`, *optional*):
+        With `delta_zoom_patches`, how much every patch changed: the score the zoom ranks the patches by.
     patch_grid (`torch.LongTensor` of shape `(2,)`):
         Height and width of the patch grid the delta module attended over.
     """
@@ -253,6 +255,7 @@ class OneDiffVisualOutput(BaseModelOutputWithPooling):
     difference_features: torch.FloatTensor | None = None
     delta_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     delta_context_patches: torch.LongTensor | None = None
+    delta_change_extent: torch.FloatTensor | None = None
     patch_grid: torch.LongTensor | None = None
 
 
@@ -306,6 +309,9 @@ class OneDiffDeltaAttentionMaps(ModelOutput):
         (`delta_pixel_statistics`).
     change (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`): where the module looked at all,
         whatever the image: `before + after + difference [+ pixels]`, rescaled to sum to 1 per pair (the change map).
+    change_extent (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*): with
+        `delta_zoom_patches`, how much every patch changed (the zoom's score), whether or not the module looked there:
+        the change box grows from the change map's peak over it.
     cross_attentions (`tuple(torch.FloatTensor)`): the raw per-block maps (see `OneDiffVisualOutput`).
     """
 
@@ -314,6 +320,7 @@ class OneDiffDeltaAttentionMaps(ModelOutput):
     difference: torch.FloatTensor | None = None
     pixels: torch.FloatTensor | None = None
     change: torch.FloatTensor | None = None
+    change_extent: torch.FloatTensor | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
@@ -461,6 +468,8 @@ class OneDiffDeltaInputs(ModelOutput):
         as high in an unchanged jittered pair as in a changed one).
     mirror (`torch.FloatTensor` of shape `(batch_size, 4)`, *optional*):
         With `delta_mirror_statistics`, `mirror_distances` of every patch's pixel statistics.
+    change_extent (`torch.FloatTensor` of shape `(batch_size, num_patches)`, *optional*):
+        With `delta_zoom_patches`, every patch's score the zoom ranks by (not read by the module: the change box's).
     """
 
     before: torch.FloatTensor | None = None
@@ -474,6 +483,7 @@ class OneDiffDeltaInputs(ModelOutput):
     pixel_change: torch.FloatTensor | None = None
     pixel_distance: torch.FloatTensor | None = None
     mirror: torch.FloatTensor | None = None
+    change_extent: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -482,6 +492,7 @@ class OneDiffDeltaModuleOutput(ModelOutput):
     difference_features: torch.FloatTensor | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     context_patches: torch.LongTensor | None = None
+    change_extent: torch.FloatTensor | None = None
 
 
 class OneDiffVisualDeltaModule(nn.Module):
@@ -615,9 +626,10 @@ class OneDiffVisualDeltaModule(nn.Module):
         if self.global_projection is not None:  # global statistics always summarise every patch
             global_statistics = global_change_statistics(before, after, change)  # (B, L, 3 * Dv)
         alignment = affine_alignment(before, after, patch_grid) if self.alignment_projection is not None else None
-        patches = None
+        patches = extent = None
         if zoomed:
             scores = relative if pixel_change is None else torch.cat([relative, pixel_change[:, None]], dim=1)
+            extent = scores.mean(dim=1)  # what the zoom ranks by, kept for the change box
             patches = self.zoom(scores, patch_grid)
             index = patches[:, None, :, None].expand(-1, before.shape[1], -1, before.shape[-1])
             before, after = before.gather(2, index), after.gather(2, index)
@@ -638,6 +650,7 @@ class OneDiffVisualDeltaModule(nn.Module):
             pixel_change=pixel_change,
             pixel_distance=pixel_distance,
             mirror=mirror,
+            change_extent=extent,
         )
 
     def build_context(self, inputs: OneDiffDeltaInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -727,6 +740,7 @@ class OneDiffVisualDeltaModule(nn.Module):
             difference_features=difference,
             cross_attentions=cross_attentions if output_attentions else None,
             context_patches=inputs.patches,
+            change_extent=inputs.change_extent,
         )
 
 
@@ -1061,6 +1075,7 @@ class OneDiffModel(OneDiffPreTrainedModel):
             visual.difference_features = delta_outputs.difference_features
             visual.delta_cross_attentions = delta_outputs.cross_attentions
             visual.delta_context_patches = delta_outputs.context_patches
+            visual.delta_change_extent = delta_outputs.change_extent
         visual.patch_grid = torch.tensor([grid_height, grid_width])
         return visual
 
@@ -1287,12 +1302,14 @@ class OneDiffForConditionalGeneration(OneDiffPreTrainedModel, GenerationMixin):
             maps = full.scatter(2, patches[:, None, :].expand(-1, maps.shape[1], -1), maps)
         maps = maps.unflatten(2, (grid_height, grid_width))  # (B, roles, h, w): attention mass per role and patch
         change = maps.sum(dim=1)
+        extent = visual.delta_change_extent
         return OneDiffDeltaAttentionMaps(
             before=maps[:, 0],
             after=maps[:, 1],
             difference=maps[:, 2] if module.num_roles == 3 else None,
             pixels=maps[:, -1] if module.pixel_projection is not None else None,
             change=change / change.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12),
+            change_extent=None if extent is None else extent.float().unflatten(1, (grid_height, grid_width)),
             cross_attentions=visual.delta_cross_attentions,
         )
 

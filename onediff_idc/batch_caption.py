@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterable
@@ -118,6 +119,15 @@ def check_pair(pair: Pair, max_pixels: int = MAX_PIXELS) -> str | None:
     return None
 
 
+_LINE_BREAKS = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def one_line(value):
+    """A text value with its line breaks as spaces (a caption is one sentence; the csv module leaves a lone "\r"
+    unquoted, and readers split a row there), other values as they are."""
+    return _LINE_BREAKS.sub(" ", value) if isinstance(value, str) else value
+
+
 class ResultFile:
     """An append-only JSONL or CSV file of rows with a fixed field list, written a whole line at a time."""
 
@@ -137,10 +147,10 @@ class ResultFile:
         if len(complete) != len(data):
             with self.path.open("r+b") as handle:
                 handle.truncate(len(complete))
-        lines = complete.decode().splitlines()
+        text = complete.decode()
         if self.format == "csv":
-            return {row["id"] for row in csv.DictReader(lines)}
-        return {json.loads(line)["id"] for line in lines if line.strip()}
+            return {row["id"] for row in csv.DictReader(io.StringIO(text, newline=""))}
+        return {json.loads(line)["id"] for line in text.split("\n") if line.strip()}
 
     def _write(self, text: str) -> None:
         self.handle.write(text)
@@ -150,7 +160,8 @@ class ResultFile:
     def add(self, row: dict) -> None:
         if self.format == "csv":
             buffer = io.StringIO()
-            flat = {k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()}  # a box as "[x0, ...]"
+            # a box as "[x0, ...]", text on one line
+            flat = {k: json.dumps(v) if isinstance(v, list) else one_line(v) for k, v in row.items()}
             csv.DictWriter(buffer, fieldnames=self.fields, lineterminator="\n").writerow(flat)
             self._write(buffer.getvalue())
         else:

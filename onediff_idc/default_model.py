@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+import modeling_onediff
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 
 from . import towers
@@ -92,6 +93,7 @@ def setup(install: bool = True, progress: bool = True) -> Path:
 # ---------------------------------------------------------------- the trained weights that ship
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "default_weights"
+REMOTE_CODE_DIR = Path(modeling_onediff.__file__).resolve().parent  # the modules a checkpoint carries
 SHIPPED = ("adapter_model.safetensors", "adapter_config.json", "new_token_embeddings.safetensors")
 CONFIG_OVERRIDES = "config_overrides.json"  # the trained model's config fields that differ from the base's
 MAX_SHIPPED_BYTES = 50 * 2**20
@@ -209,6 +211,17 @@ def config_overrides(trained: Path, base: Path) -> dict:
     return {name: trained[name] for name in names if name in trained and trained[name] != base.get(name)}
 
 
+def default_source_sha256() -> str:
+    """What the cached default model is built from: the base's sources, the shipped weights and processor files, and
+    the code the folder carries (trust_remote_code runs it), so that an updated package rebuilds the cached copy."""
+    digest = hashlib.sha256(_base_source_sha256(BASE_CONFIG).encode())
+    for path in sorted(p for p in WEIGHTS_DIR.rglob("*") if p.is_file()):  # weights and processor files
+        digest.update(f"{path.relative_to(WEIGHTS_DIR)}:{towers.sha256(path)}".encode())
+    for path in sorted(REMOTE_CODE_DIR.glob("*_onediff.py")):
+        digest.update(f"{path.name}:{towers.sha256(path)}".encode())
+    return digest.hexdigest()
+
+
 def default_model_dir(progress: bool = True) -> Path:
     """The default model as an ordinary checkpoint folder in the cache, assembled on first use from the base
     (`onediff setup`) and the shipped trained weights; later calls only verify the cached folder."""
@@ -217,9 +230,6 @@ def default_model_dir(progress: bool = True) -> Path:
             f"the trained default weights are missing from {WEIGHTS_DIR} (an incomplete install? reinstall the "
             "package); or pass --model DIR (a OneDiff checkpoint)"
         )
-    digest = hashlib.sha256(_base_source_sha256(BASE_CONFIG).encode())
-    for path in sorted(p for p in WEIGHTS_DIR.rglob("*") if p.is_file()):  # weights and processor files
-        digest.update(f"{path.relative_to(WEIGHTS_DIR)}:{towers.sha256(path)}".encode())
 
     def build(tmp: Path) -> None:
         from peft import PeftModel
@@ -237,7 +247,7 @@ def default_model_dir(progress: bool = True) -> Path:
         processor_dir = WEIGHTS_DIR / "processor"
         OneDiffProcessor.from_pretrained(processor_dir if processor_dir.is_dir() else base).save_pretrained(tmp)
 
-    return towers.cached_build(towers.cache_dir() / "default", digest.hexdigest(), build)
+    return towers.cached_build(towers.cache_dir() / "default", default_source_sha256(), build)
 
 
 CARD_NAME = "MODEL_CARD.md"  # the repo's card; a copy ships beside the weights (a test keeps them equal)

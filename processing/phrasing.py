@@ -67,6 +67,37 @@ SLOTS: dict[str, Slot] = {
 }
 
 
+# the pairs people bring (`onediff data wild`): places on a 3x3 grid, colours by name, page elements
+GRID = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+WILD_COLORS = (
+    "black", "white", "gray", "red", "orange", "yellow", "green", "teal", "cyan", "blue", "purple", "pink", "brown",
+)  # fmt: skip
+ELEMENTS = ("avatar", "badge", "banner", "button", "card", "heading", "image", "input", "label", "link", "row")
+
+
+def _places(field: str, preposition: str) -> Slot:
+    """A 3x3 grid cell with its preposition: "in the top left", "at the top", "on the left", "from the center"."""
+    sides = {"top": "at", "bottom": "at", "left": "on", "right": "on"}
+    surfaces = {}
+    for cell in GRID:
+        word = preposition or sides.get(cell, "in")
+        surfaces[cell] = (f"{word} the {cell}",) + ((f"{word} the middle",) if cell == "center" else ())
+    return Slot(field, surfaces)
+
+
+SLOTS.update(
+    {
+        "where": _places("position", ""),
+        "from_where": _places("position", "from"),
+        "to_where": _places("to", "to"),
+        "any_color": Slot("color", {c: (c, "grey") if c == "gray" else (c,) for c in WILD_COLORS}),
+        "resize_dir": Slot("direction", {"bigger": ("bigger", "larger"), "smaller": ("smaller",)}),
+        "move_dir": Slot("direction", {d: (d,) for d in ("up", "down", "left", "right")}),
+        "element": Slot("element", {e: (e,) for e in ELEMENTS}),
+    }
+)
+
+
 def _directional(field: str, increase: tuple[str, ...], decrease: tuple[str, ...]) -> Slot:
     return Slot(field, {"increase": increase, "decrease": decrease})
 
@@ -220,6 +251,29 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "add the text {word} to the {position}",
         "a caption reading {word} appeared in the {position}",
     ),
+    # the pairs people bring (`onediff data wild`): objects on photographs are not named here (their names are open
+    # vocabulary, not a head's class), page elements are; every place is a 3x3 grid cell
+    "object_add": ("something was added {where}", "an object appeared {where}", "there is something new {where}"),
+    "object_remove": ("something was removed {from_where}", "the object {where} disappeared"),
+    "object_move": ("something moved {from_where} {to_where}", "the object {where} was moved {to_where}"),
+    "object_replace": ("the object {where} was replaced by another one", "something else replaced the object {where}"),
+    "object_recolor": ("the object {where} turned {any_color}", "the object {where} changed to {any_color}"),
+    "object_resize": ("the object {where} got {resize_dir}", "the object {where} became {resize_dir}"),
+    "screen_recolor": ("the {element} {where} turned {any_color}", "the {element} {where} changed to {any_color}"),
+    "screen_text": ("the text of the {element} {where} changed", "the {element} {where} has a new label"),
+    "screen_add": (
+        "a {any_color} {element} was added {where}",
+        "a {element} was added {where}",
+        "a new {element} appeared {where}",
+    ),
+    "screen_remove": (
+        "the {any_color} {element} {where} was removed",
+        "the {element} {where} was removed",
+        "the {element} {where} disappeared",
+    ),
+    "screen_move": ("the {element} {from_where} moved {move_dir} {to_where}", "the {element} was moved {to_where}"),
+    "unrelated": ("the two images show different scenes", "these are two different pictures"),
+    "camera": ("the camera moved slightly", "the viewpoint changed a little"),
 }
 
 SCENE_CHANGE_TYPES = ("color", "texture", "add", "drop", "move")
@@ -266,14 +320,18 @@ def write_references(change: dict, rng: np.random.Generator, count: int) -> list
 
 
 def canonical_caption(change: dict | str) -> str:
-    """The one wording of a change a phrasing model is taught: the change type's first template whose slots all
-    state ground truth (the drawn word of a text edit is not), each value in its first surface word. Sampled
-    references mix templates, and greedy decoding of a model trained on the mixture blends them into captions no
-    template has ("the photo was sharpened a little")."""
+    """The one wording of a change a phrasing model is taught: the change type's first template whose slots state
+    exactly the change's fields (the drawn word of a text edit is not ground truth; a page element's colour is there
+    only when it has one), each value in its first surface word. Sampled references mix templates, and greedy
+    decoding of a model trained on the mixture blends them into captions no template has ("the photo was sharpened
+    a little")."""
     change = json.loads(change) if isinstance(change, str) else change
     if change.get("type") not in TEMPLATES:
         raise ValueError(f"No templates for change type {change.get('type')!r}")
-    template = next(t for t in TEMPLATES[change["type"]] if all(SLOTS[name].field for name in template_slots(t)))
+    fields = set(change) - {"type"}
+    stating = [t for t in TEMPLATES[change["type"]] if all(SLOTS[name].field for name in template_slots(t))]
+    exact = [t for t in stating if {SLOTS[name].field for name in template_slots(t)} == fields]
+    template = (exact or stating)[0]
     return _SLOT_PATTERN.sub(lambda m: SLOTS[m.group(1)].surfaces[change[SLOTS[m.group(1)].field]][0], template)
 
 

@@ -55,6 +55,40 @@ PAIR_SPLITS = ("train", "validation", "test")
 NO_CHANGE = "no_change"
 
 
+# What a pair's change heads learn of its ground truth (`change`): the closed-vocabulary facts a glance at the pair
+# settles. The rest of a ground truth stays in the data for captions and judges but is not a head's class: names of
+# objects (open vocabulary, named from the stamps' words, not a fixed list), an element's label and its old and new
+# text (read, not classified), and how a pair was made (nuisance, quality, motion, template).
+HEAD_FIELDS = (
+    "type",
+    "size",
+    "color",
+    "material",
+    "shape",
+    "new_value",
+    "direction",
+    "strength",
+    "axis",
+    "position",
+    "to",
+    "element",
+)
+
+
+def head_change(change: str | dict) -> dict:
+    """The part of a ground-truth `change` (a dict or its JSON) that change heads learn: its `HEAD_FIELDS`."""
+    if isinstance(change, str):
+        change = json.loads(change)
+    return {name: change[name] for name in HEAD_FIELDS if name in change}
+
+
+def with_head_changes(split):
+    """`split` (a Dataset) whose `change` column holds only what change heads learn (`head_change`, as JSON); pairs
+    without a ground truth keep their empty one. Cheap: the images are not rewritten."""
+    changes = [json.dumps(head_change(change)) if change else change for change in split["change"]]
+    return split.remove_columns("change").add_column("change", changes)
+
+
 def open_image(path: Path) -> PILImage.Image | str:
     """The decoded RGB image, or why it cannot be read (corrupt, truncated, not an image): callers count and list
     unreadable files instead of failing on them."""

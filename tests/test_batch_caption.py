@@ -203,3 +203,26 @@ def test_inputs_are_checked_before_any_model_loads(setup, tmp_path, capsys):
     ):
         assert main(["caption", *bad, "--model", "x"]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_caption_with_line_breaks_stays_one_row_and_resumes(tmp_path, fmt):
+    """A model may emit any character; a lone carriage return or a Unicode line separator must not split a row
+    (Python's csv module leaves "\\r" unquoted), and a rerun must read back every id written."""
+    from onediff_idc.batch_caption import ResultFile
+
+    path = tmp_path / f"out.{fmt}"
+    fields = ("id", "caption", "change_box")
+    results = ResultFile(path, fields, fmt)
+    for index, caption in enumerate(["a\rb", "c\u2028d\x85e", "f\ng", "plain"]):
+        results.add({"id": f"pair-{index}", "caption": caption, "change_box": [1, 2, 3, 4]})
+    results.close()
+    assert ResultFile(path, fields, fmt).done == {f"pair-{i}" for i in range(4)}
+    if fmt == "csv":
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [r["caption"] for r in rows] == ["a b", "c d e", "f g", "plain"]
+        assert json.loads(rows[0]["change_box"]) == [1, 2, 3, 4]
+    else:
+        rows = [json.loads(line) for line in path.read_text().split("\n") if line]
+        assert [r["caption"] for r in rows] == ["a\rb", "c\u2028d\x85e", "f\ng", "plain"]  # JSON escapes them

@@ -6,7 +6,12 @@ import pytest
 import torch
 from transformers import pipeline
 
-from modeling_onediff.pipeline_onediff import NO_CHANGE_ANSWERS, change_box_on_grid
+from modeling_onediff.pipeline_onediff import (
+    NO_CHANGE_ANSWERS,
+    change_box_in_pixels,
+    change_box_on_grid,
+    pixel_difference,
+)
 from onediff_idc.processing.phrasing import TEMPLATES
 from tiny import chat_inputs, random_image, random_pairs, tiny_config, tiny_model_and_processor, tiny_processor
 
@@ -136,6 +141,80 @@ def test_box_around_the_peak_on_a_known_map():
     assert change_box_on_grid(change_map, threshold=0.9) == (3, 2, 4, 3)
     with pytest.raises(ValueError, match="2-D"):
         change_box_on_grid(np.zeros(4))
+
+
+def grown_extent(difference: np.ndarray, grid: int = 8) -> np.ndarray:
+    """A change extent on a `grid` x `grid` patch grid: each patch's mean pixel difference."""
+    side = difference.shape[0] // grid
+    return difference.reshape(grid, side, grid, side).mean(axis=(1, 3))
+
+
+def test_the_box_covers_the_changed_pixels_not_only_where_the_module_looked():
+    difference = np.zeros((64, 64))
+    difference[10:29, 21:40] = 1.0  # an object spanning 3x3 patches of 8 px
+    change_map = np.zeros((8, 8))
+    change_map[2, 3] = 1.0  # the module read one of its patches
+    assert change_box_in_pixels(change_map, grown_extent(difference), difference) == (21, 10, 40, 29)
+    assert change_box_on_grid(change_map) == (3, 2, 4, 3)  # the map alone: one patch
+
+
+def test_the_box_holds_both_places_of_a_move_and_leaves_out_weak_changes():
+    difference = np.zeros((64, 64))
+    difference[8:16, 8:16] = 1.0  # where the object was
+    difference[44:60, 40:56] = 0.9  # where it went: as strong
+    difference[30:32, 0:2] = 0.45  # a little noise: joins no box
+    change_map = np.zeros((8, 8))
+    change_map[1, 1] = 1.0
+    extent = grown_extent(difference)
+    assert change_box_in_pixels(change_map, extent, difference) == (8, 8, 56, 60)
+    assert change_box_in_pixels(change_map, extent, difference, strong_share=1.0) == (8, 8, 16, 16)
+    # the looked-at patch lies outside every changed region: the nearest region is taken
+    elsewhere = np.zeros((8, 8))
+    elsewhere[7, 0] = 1.0
+    assert change_box_in_pixels(elsewhere, extent, difference, strong_share=1.2) == (40, 44, 56, 60)
+
+
+def test_jitter_everywhere_does_not_widen_the_box():
+    rng = np.random.default_rng(0)
+    difference = rng.uniform(0.0, 0.1, (64, 64))  # a camera that shook a little: every pixel differs a little
+    difference[24:40, 16:32] = 1.0  # and one object changed
+    change_map = np.zeros((8, 8))
+    change_map[3, 2] = 1.0
+    extent = grown_extent(difference)
+    assert change_box_in_pixels(change_map, extent, difference) == (16, 24, 32, 40)
+    # measured against the largest change alone, the jitter around the object joins the box
+    wide = change_box_in_pixels(change_map, extent, difference, pixel_noise=0.0)
+    assert wide[0] < 16 and wide[2] > 32
+
+
+def test_without_a_pixel_difference_the_box_is_the_patches():
+    extent = np.zeros((8, 8))
+    extent[2:4, 5] = 1.0  # features changed where no pixel did (numerically): the changed patches
+    change_map = np.zeros((8, 8))
+    change_map[2, 5] = 1.0
+    assert change_box_in_pixels(change_map, extent, np.zeros((64, 64))) == (40, 16, 48, 32)
+    with pytest.raises(ValueError, match="one 2-D grid"):
+        change_box_in_pixels(change_map, np.zeros((4, 4)), np.zeros((64, 64)))
+
+
+def test_a_zoomed_models_pipeline_boxes_a_pasted_square_exactly(tmp_path):
+    """Through the pipeline of a zoomed model (random weights): the box is the pasted square in the after image's
+    pixels, wherever the module's attention peaked, at the after image's own size."""
+    from PIL import Image
+
+    from tiny import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "zoomed", num_delta_queries=4, delta_zoom_patches=4)
+    pipe = pipeline("image-difference-captioning", model=str(model_dir), trust_remote_code=True)
+    before = Image.new("RGB", (96, 96), (120, 130, 140))
+    after = before.copy()
+    after.paste((250, 20, 20), (30, 42, 66, 78))  # 36x36 px: 3x3 patches of the 32 px frame's 4x4 grid, at least
+    result = pipe({"before": before, "after": after}, return_change_map=True, max_new_tokens=2)
+    # the processed frame is 32 px: resizing smears the edges by one of its pixels (3 px here), no more
+    assert all(abs(got - want) <= 3 for got, want in zip(result["change_box"], [30, 42, 66, 78])), result
+    processor = pipe.processor
+    pixel_values = processor(images=[(before, after)], return_tensors="pt")["pixel_values"]
+    assert pixel_difference(pixel_values).shape == (1, *pixel_values.shape[-2:])
 
 
 def test_grid_boxes_map_back_through_resize_and_centre_crop():

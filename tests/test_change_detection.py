@@ -1,5 +1,7 @@
 """Change detection (AUROC, accuracy at a threshold) and localisation (pointing game, box IoU) scores."""
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -67,12 +69,12 @@ def test_random_delta_module_baseline_is_restored():
     model, processor = tiny_model_and_processor("clip-llama", seed=2)
     trained = model.model.delta_module
     pairs = random_pairs(3)
-    own = change_maps(model, processor, pairs, batch_size=2, progress=False)
+    own = [m for m, _, _ in change_maps(model, processor, pairs, batch_size=2, progress=False)]
     with random_delta_module(model) as baseline:
         assert baseline.model.delta_module is not trained
-        random_maps = change_maps(baseline, processor, pairs, batch_size=2, progress=False)
+        random_maps = [m for m, _, _ in change_maps(baseline, processor, pairs, batch_size=2, progress=False)]
     assert model.model.delta_module is trained
-    np.testing.assert_allclose(change_maps(model, processor, pairs, progress=False), own)
+    np.testing.assert_allclose([m for m, _, _ in change_maps(model, processor, pairs, progress=False)], own)
     assert not np.allclose(random_maps[0], own[0])
     assert all(m.shape == (4, 4) and m.sum() == pytest.approx(1.0, abs=1e-5) for m in own + random_maps)
 
@@ -92,3 +94,26 @@ def test_feature_difference_baseline(tmp_path):
     assert report["auroc"]["layer_0"]["photo-edit"] == 1.0
     test = load_diffcap(tmp_path / "data")["test"]
     assert NO_CHANGE in test["change_type"] and report["pairs"] == len(test)
+
+
+def test_the_change_box_probe_scores_every_setting_against_the_map_alone(tmp_path):
+    from onediff_idc.processing.build import BuildSpec, build
+    from onediff_idc.train import probe_change_box
+    from tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "model", num_delta_queries=4, delta_zoom_patches=4)
+    spec = BuildSpec(seed=3, scene_pairs=0, photo_pairs=26, caption_samples=0, eval_fraction=0.5, resolution=48)
+    build(spec, tmp_path / "data", progress=False)  # pastes, removals and text carry their regions
+    args = ["--model", str(model), "--data", f"{tmp_path / 'data'}:validation", "--out", str(tmp_path / "box.json")]
+    args += ["--extent_thresholds", "0.3", "0.9", "--strong_shares", "0.6", "--pixel_shares", "0.05"]
+    report = probe_change_box.main([*args, "--extent_noises", "6", "--pixel_noises", "0", "3"])
+    (results,) = report["folders"].values()
+    assert len(results["settings"]) == 4 and results["map_only"]["pairs"] == results["settings"][0]["pairs"] > 0
+    assert all(0 <= s["box_iou"] <= 1 and set(s["box_iou_by_type"]) <= {"paste", "remove", "text"}
+               for s in results["settings"])  # fmt: skip
+    ious = [entry["mean_box_iou"] for entry in report["ranking"]]
+    assert ious == sorted(ious, reverse=True) and json.loads((tmp_path / "box.json").read_text()) == report
+    # a pasted shape's pixels are exact: growing over the changed patches beats the map's few patches
+    assert report["ranking"][0]["mean_box_iou"] > results["map_only"]["box_iou"]
+    with pytest.raises(ValueError, match="FOLDER:SPLIT"):
+        probe_change_box.main(["--model", str(model), "--data", str(tmp_path / "data"), "--out", "x.json"])

@@ -51,6 +51,28 @@ def test_the_model_card_ships_beside_the_weights():
 
 
 @needs_model
+def test_the_cached_default_is_rebuilt_when_the_code_it_carries_changes(tmp_path, monkeypatch):
+    """The cached default folder carries the package's remote code; an updated package must not keep serving the old
+    code from the cache (its pipeline would lack what the new one returns)."""
+    import shutil
+
+    code = tmp_path / "modeling_onediff"
+    shutil.copytree(default_model.REMOTE_CODE_DIR, code)
+    monkeypatch.setattr(default_model, "REMOTE_CODE_DIR", code)
+    before = default_model.default_source_sha256()
+    assert default_model.default_source_sha256() == before
+    with open(code / "pipeline_onediff.py", "a") as handle:
+        handle.write("\n# a change\n")
+    assert default_model.default_source_sha256() != before
+    assert {p.name for p in code.glob("*_onediff.py")} == {
+        "configuration_onediff.py",
+        "modeling_onediff.py",
+        "processing_onediff.py",
+        "pipeline_onediff.py",
+        "image_reading_onediff.py",
+    }
+
+
 def test_shipped_weights_stay_under_the_cap():
     size = sum(p.stat().st_size for p in default_model.WEIGHTS_DIR.rglob("*") if p.is_file())
     assert 0 < size <= default_model.MAX_SHIPPED_BYTES

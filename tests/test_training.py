@@ -591,6 +591,65 @@ def test_extra_dataset_joins_the_training_pairs_with_its_own_cache(workspace, tm
         pretrain_delta.main([str(a) for a in [*args[:1], everything, *args[2:], "--output_dir", tmp_path / "x"]])
 
 
+def wild_folder(folder: Path, stamps: Path) -> Path:
+    """A DiffCap folder whose train split holds wild pairs of every photo and object kind (the tiny stamps)."""
+    from datasets import Dataset, DatasetDict
+    from test_wild import tiny_stamps
+
+    from onediff_idc.processing.schema import FEATURES, save_diffcap
+    from onediff_idc.processing.wild import WildSpec, wild_rows
+
+    tiny_stamps(stamps)
+    rows = wild_rows(WildSpec(per_type=1, resolution=48, stamps=str(stamps)), "test", progress=False)
+    save_diffcap(DatasetDict({"train": Dataset.from_list(rows, features=FEATURES)}), folder)
+    return folder
+
+
+def test_heads_learn_the_closed_facts_of_wild_pairs_beside_several_extra_folders(workspace, tmp_path):
+    """Wild pairs join the generated ones (two extra folders, each its own cache); the heads get a class for every
+    closed fact (object changes, the 3x3 grid's cells, unrelated pictures, camera moves), never for a name or how
+    the pair was made."""
+    wild = wild_folder(tmp_path / "wild", tmp_path / "stamps")
+    extra = tmp_path / "extra"
+    build(BuildSpec(seed=2, scene_pairs=4, photo_pairs=0, caption_samples=0, eval_fraction=0, resolution=48), extra)
+    model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
+    args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "heads"]
+    args += ["--per_device_train_batch_size", "8", "--num_train_epochs", "1", "--change_bottleneck", "true"]
+    args += ["--extra_dataset_path", wild, extra, "--config", tmp_path / "heads.yaml"]
+    (tmp_path / "heads.yaml").write_text("model_config_overrides: {delta_zoom_patches: 4}\n")
+    heads = pretrain_delta.main([str(a) for a in args])
+    config = json.loads((heads / "config.json").read_text())
+    fields = config["delta_change_fields"]
+    assert {"object_add", "object_move", "object_replace", "unrelated", "camera", "none"} <= set(fields["type"])
+    assert {"top", "left", "bottom right"} <= set(fields["position"]) and "to" in fields
+    assert not {"object", "new_object", "nuisance", "quality", "motion"} & set(fields)
+    assert {"fox", "cup", "pear"}.isdisjoint(v for values in fields.values() for v in values)
+    assert config["delta_change_schema"]["object_move"].keys() == {"position", "to"}
+    assert config["delta_change_schema"]["object_replace"].keys() == {"position"}
+    assert (tmp_path / "heads" / "features-extra" / "train.npy").is_file()
+    assert (tmp_path / "heads" / "features-extra-1" / "train.npy").is_file()
+    log = [json.loads(line) for line in (tmp_path / "heads" / "log.jsonl").read_text().splitlines()]
+    pairs = len(load_diffcap(workspace / "data", splits=("train",))["train"]) + 35 + 4  # 35 kinds, one pair each
+    assert max(record["step"] for record in log) == -(-pairs // 8)
+    record = json.loads((heads / "onediff_training.json").read_text())
+    assert record["datasets"] == ["data", "wild", "extra"]
+    with pytest.raises(ValueError, match="names 1 caches for 2"):
+        pretrain_delta.main([str(a) for a in [*args, "--extra_feature_cache_dir", tmp_path / "c"]])
+
+
+def test_head_changes_keep_the_closed_facts_only():
+    from onediff_idc.processing.schema import head_change
+
+    screen = {"type": "screen_text", "element": "button", "old_text": "Save", "new_text": "Send", "position": "top"}
+    assert head_change(json.dumps(screen)) == {"type": "screen_text", "element": "button", "position": "top"}
+    moved = {"type": "object_move", "object": "fox", "position": "top left", "to": "bottom right"}
+    assert head_change(moved) == {"type": "object_move", "position": "top left", "to": "bottom right"}
+    assert head_change({"type": "none", "nuisance": "jpeg", "quality": 75}) == {"type": "none"}
+    scene = {"type": "color", "size": "small", "color": "red", "material": "metal", "shape": "cube"}
+    scene["new_value"] = "blue"
+    assert head_change(scene) == scene
+
+
 def test_word_targets_pull_delta_tokens_onto_value_embeddings(workspace, tmp_path):
     model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
     args = ["--model_name_or_path", model, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]

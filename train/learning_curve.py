@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_onediff import OneDiffConfig, OneDiffForConditionalGeneration, OneDiffProcessor
-from onediff_idc.processing.schema import load_diffcap
+from onediff_idc.processing.schema import load_diffcap, with_head_changes
 from onediff_idc.train.pretrain_delta import (
     ChangeHeads,
     cache_features,
@@ -82,14 +82,40 @@ DESIGNS = {
         "delta_alignment": True,
         "delta_pixel_statistics": True,
     },
+    # the default model v3's reading: the same, every query starting from the pixel statistics' mirror distances
+    "v3": {
+        "delta_zoom_patches": 16,
+        "delta_difference_prior": 1.0,
+        "delta_global_difference": True,
+        "delta_shift_tolerance": 1,
+        "delta_alignment": True,
+        "delta_pixel_statistics": True,
+        "delta_mirror_statistics": True,
+    },
+    # v3's reading with twice the zoom: an object, a page element or two places of a move span more than 16 patches
+    "v3-zoom32": {
+        "delta_zoom_patches": 32,
+        "delta_difference_prior": 1.0,
+        "delta_global_difference": True,
+        "delta_shift_tolerance": 1,
+        "delta_alignment": True,
+        "delta_pixel_statistics": True,
+        "delta_mirror_statistics": True,
+    },
 }
-SOURCES = ("scene-change", "photo-edit")
+SOURCES = ("scene-change", "photo-edit")  # the generators' sources; others found in the validation pairs are added
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="OneDiff checkpoint the designs start from")
-    parser.add_argument("--data", required=True, help="generated DiffCap folder (onediff data build)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="DiffCap folders with train and validation splits (onediff data build, onediff data wild --splits "
+        "train validation): their splits are joined",
+    )
     parser.add_argument("--out", required=True, help="curves.json, curves.png and one state folder per design")
     parser.add_argument(
         "--designs", nargs="+", default=["baseline", "prior"], choices=sorted(DESIGNS), help="designs to train"
@@ -98,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feature_cache_dir", default=None, help="cached tower features (default: OUT/features)")
     parser.add_argument("--batch_size", type=int, default=32, help="pairs per step")
     parser.add_argument("--learning_rate", type=float, default=5e-4, help="constant after a short warm-up")
-    parser.add_argument("--max_eval_pairs", type=int, default=600, help="validation pairs scored per milestone")
+    parser.add_argument("--max_eval_pairs", type=int, default=1000, help="validation pairs scored per milestone")
     parser.add_argument("--save_minutes", type=float, default=10.0, help="also save a design's state this often")
     parser.add_argument("--stop_after_minutes", type=float, default=None, help="save and stop after this long")
     parser.add_argument("--seed", type=int, default=0, help="heads' initialisation and the order of the pairs")
@@ -194,7 +220,7 @@ def run_design(name: str, args, data, labels, vocab, started: float, until: int)
         if reached:
             scores = score_by_source(model, heads, eval_inputs, eval_labels, eval_sources, eval_types, args.batch_size)
             points.append({"pairs_seen": seen, "train_seconds": round(seconds, 1), **scores})
-            bar.write(f"{name} @ {seen} pairs: " + ", ".join(f"{s} {scores[s]['exact']:.3f}" for s in SOURCES))
+            bar.write(f"{name} @ {seen} pairs: " + ", ".join(f"{s} {v['exact']:.3f}" for s, v in scores.items()))
             save()
             last_save = time.perf_counter()
         elif time.perf_counter() - last_save > args.save_minutes * 60:
@@ -210,12 +236,17 @@ def run_design(name: str, args, data, labels, vocab, started: float, until: int)
 def score_by_source(model, heads, inputs, labels, sources, change_types, batch_size: int) -> dict:
     predictions, _ = predict_fields(model, heads, inputs, len(labels), batch_size)
     scores = {}
-    for source in SOURCES:
+    for source in sources_of(sources):
         rows = np.array([s == source for s in sources])
         types = [t for t, keep in zip(change_types, rows) if keep]
         report = score_fields(predictions[rows], labels[rows], types, heads.fields)
         scores[source] = {key: report[key] for key in ("exact", "pairs", "fields", "by_change_type")}
     return scores
+
+
+def sources_of(sources: list[str]) -> list[str]:
+    """The generators' sources first, then the others present (the wild kinds), in a fixed order."""
+    return [s for s in SOURCES if s in sources] + sorted(set(sources) - set(SOURCES))
 
 
 def plot(curves: dict, path: Path) -> None:
@@ -225,9 +256,10 @@ def plot(curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
+    styles = ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
     for index, (name, points) in enumerate(curves.items()):
         color = f"C{index}"
-        for source, style in zip(SOURCES, ("-", "--")):
+        for source, style in zip(sources_of([s for p in points for s in p if isinstance(p[s], dict)]), styles):
             if not any(p[source]["pairs"] for p in points):  # a curve focused on other change types
                 continue
             xs = [p["pairs_seen"] for p in points]
@@ -251,9 +283,18 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    splits = load_diffcap(args.data, splits=("train", "validation"))
-    train = splits["train"].filter(lambda change: bool(change), input_columns="change")
-    validation = splits["validation"]
+    from datasets import concatenate_datasets
+
+    # the heads learn the closed-vocabulary part of every ground truth (names and texts are not their classes)
+    folders = [load_diffcap(path) for path in args.data]
+    joined = {}
+    for name in ("train", "validation"):
+        parts = [with_head_changes(folder[name]) for folder in folders if name in folder]
+        if not parts:
+            raise ValueError(f"None of {args.data} has a {name} split")
+        joined[name] = concatenate_datasets(parts)
+    train = joined["train"].filter(lambda change: bool(change), input_columns="change")
+    validation = joined["validation"]
     if args.change_types:
         wanted = set(args.change_types)
         train = train.filter(lambda change_type: change_type in wanted, input_columns="change_type")

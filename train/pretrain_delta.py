@@ -37,7 +37,7 @@ from transformers import get_scheduler
 
 from modeling_onediff import OneDiffConfig
 from modeling_onediff.modeling_onediff import OneDiffDeltaInputs, mirror_distances, patch_pixel_statistics
-from onediff_idc.processing.schema import load_diffcap
+from onediff_idc.processing.schema import load_diffcap, with_head_changes
 from onediff_idc.train.common import (
     ModelArguments,
     RunProgress,
@@ -73,15 +73,17 @@ class DeltaTrainingArguments:
     feature_cache_dir: str | None = field(
         default=None, metadata={"help": "where cached vision features live (default output_dir/features); shareable"}
     )
-    extra_dataset_path: str | None = field(
+    extra_dataset_path: list[str] | None = field(
         default=None,
         metadata={
-            "help": "a second DiffCap folder whose training split joins the training pairs (e.g. more pairs of the "
-            "change types a model confuses), with its own feature cache; needs a zoomed delta module"
+            "help": "more DiffCap folders whose training splits join the training pairs (e.g. more pairs of the "
+            "change types a model confuses, the wild kinds), each with its own feature cache; needs a zoomed delta "
+            "module"
         },
     )
-    extra_feature_cache_dir: str | None = field(
-        default=None, metadata={"help": "the extra pairs' feature cache (default output_dir/features-extra)"}
+    extra_feature_cache_dir: list[str] | None = field(
+        default=None,
+        metadata={"help": "the extra folders' feature caches, in order (default output_dir/features-extra[-N])"},
     )
     logging_steps: int = field(default=20, metadata={"help": "log the mean loss every N steps"})
     seed: int = field(default=0, metadata={"help": "seed of the heads' initialisation and the shuffling"})
@@ -121,6 +123,14 @@ class DeltaTrainingArguments:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.save_steps < 0:
             raise ValueError(f"`save_steps` must be >= 0, got {self.save_steps}")
+        for name in ("extra_dataset_path", "extra_feature_cache_dir"):  # one folder may be given as a string
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
+        extras, caches = self.extra_dataset_path or [], self.extra_feature_cache_dir
+        if caches is not None and len(caches) != len(extras):
+            raise ValueError(
+                f"`extra_feature_cache_dir` names {len(caches)} caches for {len(extras)} `extra_dataset_path` folders"
+            )
         if self.change_bottleneck and self.word_targets:
             raise ValueError(
                 "`word_targets` trains the delta projector, which a `change_bottleneck` model does not have"
@@ -219,13 +229,22 @@ class WordTargets:
         )
 
 
+READING = "as-viewed, framed"  # how caches read the pairs (`pair_pixel_values`): caches read otherwise are rebuilt
+
+
+def pair_pixel_values(processor, pairs: list) -> torch.Tensor:
+    """Both images of every pair as the pipeline sees them, `(2 * pairs, channels, height, width)`: read as a viewer
+    shows them (EXIF orientation, 16-bit, colour profile: a dataset decodes only the stored pixels, and a JPEG stored
+    turned with its EXIF tag is no change to a viewer) and framed together when their sizes differ."""
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("Every pair needs exactly 2 images")
+    return processor(images=[tuple(pair) for pair in pairs], return_tensors="pt")["pixel_values"].flatten(0, 1)
+
+
 def pair_patch_states(vision, processor, pairs: list, layers: list[int]) -> torch.Tensor:
     """The frozen tower's patch tokens (CLS/register tokens dropped) of `layers` for both images of every pair:
     `(pairs, 2, layers, patches, width)`."""
-    if any(len(pair) != 2 for pair in pairs):
-        raise ValueError("Every pair needs exactly 2 images")
-    pixel_values = processor.image_processor([image for pair in pairs for image in pair], return_tensors="pt")
-    pixel_values = pixel_values["pixel_values"].to(vision.dtype)
+    pixel_values = pair_pixel_values(processor, pairs).to(vision.dtype)
     with torch.no_grad():
         hidden = vision(pixel_values, output_hidden_states=True).hidden_states
     grid = (pixel_values.shape[-2] // vision.config.patch_size) * (pixel_values.shape[-1] // vision.config.patch_size)
@@ -237,10 +256,7 @@ def pair_patch_states(vision, processor, pairs: list, layers: list[int]) -> torc
 def pair_pixel_statistics(processor, pairs: list, patch_size: int) -> torch.Tensor:
     """`patch_pixel_statistics` of both images of every pair, as the model computes them from the processor's pixel
     values: `(pairs, 2, patches, statistics)`."""
-    if any(len(pair) != 2 for pair in pairs):
-        raise ValueError("Every pair needs exactly 2 images")
-    pixel_values = processor.image_processor([image for pair in pairs for image in pair], return_tensors="pt")
-    return patch_pixel_statistics(pixel_values["pixel_values"], patch_size).unflatten(0, (len(pairs), 2))
+    return patch_pixel_statistics(pair_pixel_values(processor, pairs), patch_size).unflatten(0, (len(pairs), 2))
 
 
 def rows_fingerprint(dataset) -> str:
@@ -266,7 +282,7 @@ def cache_features(model, processor, dataset, path: Path, batch_size: int, save_
     digest = hashlib.sha256()
     for tensor in vision.state_dict().values():
         digest.update(tensor.flatten()[:1024].float().numpy().tobytes())  # the first 4 KB, without copying all
-    digest.update(json.dumps([layers, len(dataset)]).encode())
+    digest.update(json.dumps([layers, len(dataset), READING]).encode())
     digest.update(rows_fingerprint(dataset).encode())
     fingerprint = digest.hexdigest()
     meta = path.with_suffix(".json")
@@ -313,7 +329,7 @@ def cache_pixel_statistics(model, processor, dataset, path: Path, batch_size: in
     minutes for 22,000 pairs, so an interrupted run starts over."""
     patch_size = model.config.vision_config.patch_size
     digest = hashlib.sha256(processor.image_processor.to_json_string().encode())
-    digest.update(json.dumps([patch_size, len(dataset)]).encode())
+    digest.update(json.dumps([patch_size, len(dataset), READING]).encode())
     digest.update(rows_fingerprint(dataset).encode())
     fingerprint = digest.hexdigest()
     meta = path.with_suffix(".json")
@@ -562,15 +578,14 @@ def parse(argv: list[str] | None) -> tuple[ModelArguments, DeltaTrainingArgument
 def main(argv: list[str] | None = None) -> Path:
     model_args, args = parse(argv)
     splits = (args.dataset_train_split, *([args.dataset_eval_split] if args.dataset_eval_split else []))
-    data = load_diffcap(args.dataset_path, splits=splits)
+    # the heads learn the closed-vocabulary part of every ground truth (names and texts are not their classes)
+    data = {name: with_head_changes(split) for name, split in load_diffcap(args.dataset_path, splits=splits).items()}
     train = data[args.dataset_train_split]
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
-    extra = None
-    if args.extra_dataset_path:
-        split = args.dataset_train_split
-        extra = load_diffcap(args.extra_dataset_path, splits=(split,))[split]
-    changes = list(train["change"]) + (list(extra["change"]) if extra is not None else [])
+    split = args.dataset_train_split
+    extras = [with_head_changes(load_diffcap(path, splits=(split,))[split]) for path in args.extra_dataset_path or []]
+    changes = list(train["change"]) + [change for extra in extras for change in extra["change"]]
     vocab, labels = change_labels(changes)
     output_dir = Path(args.output_dir)
     resume_from = find_resume_checkpoint(output_dir / "checkpoints", args.resume)
@@ -592,7 +607,7 @@ def main(argv: list[str] | None = None) -> Path:
         }
     torch.manual_seed(args.seed)
     model, processor = load_model_and_processor(model_args)
-    if extra is not None and not model.config.delta_zoom_patches:
+    if extras and not model.config.delta_zoom_patches:
         raise ValueError("`extra_dataset_path` joins zoomed inputs in memory: it needs `delta_zoom_patches`")
     model.requires_grad_(False)
     model.model.delta_module.requires_grad_(True)
@@ -610,13 +625,14 @@ def main(argv: list[str] | None = None) -> Path:
     cache_dir = Path(args.feature_cache_dir) if args.feature_cache_dir else output_dir / "features"
     split_name, feature_batch = args.dataset_train_split, args.feature_batch_size
     train_inputs = cached_delta_inputs(model, processor, train, cache_dir, split_name, feature_batch)
-    if extra is not None:  # its own cache; the zoomed inputs of both are joined in memory
-        extra_dir = (
-            Path(args.extra_feature_cache_dir) if args.extra_feature_cache_dir else output_dir / "features-extra"
-        )
-        extra_inputs = cached_delta_inputs(model, processor, extra, extra_dir, split_name, feature_batch)
-        train_inputs = DeltaInputs.join([train_inputs, extra_inputs])
-        del extra_inputs  # the joined copy is the one training reads
+    if extras:  # each its own cache; the zoomed inputs of all are joined in memory
+        parts = [train_inputs]
+        for index, extra in enumerate(extras):
+            default = output_dir / ("features-extra" if index == 0 else f"features-extra-{index}")
+            extra_dir = Path(args.extra_feature_cache_dir[index]) if args.extra_feature_cache_dir else default
+            parts.append(cached_delta_inputs(model, processor, extra, extra_dir, split_name, feature_batch))
+        train_inputs = DeltaInputs.join(parts)
+        del parts  # the joined copy is the one training reads
 
     evaluation = None
     if args.dataset_eval_split:
@@ -708,7 +724,7 @@ def main(argv: list[str] | None = None) -> Path:
             evaluation[0].features, evaluation[2], model.config.resolved_delta_feature_layers
         )
     (output_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    datasets = [args.dataset_path, *([args.extra_dataset_path] if args.extra_dataset_path else [])]
+    datasets = [args.dataset_path, *(args.extra_dataset_path or [])]
     training = training_record("train/pretrain_delta.py", model_args, args, dataset_path=datasets)
     return save_final(model, processor, output_dir / "final", training)
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Learning curves of v4's reading on the cheap proxy (change heads, no language model), before the long run:
+#   bash train/configs/default-v4/curves.sh
+# The v3 design and the same with a zoom of 32 patches, from the towers `onediff setup` installs (no older weights),
+# on the wild training pairs beside the generators' (11,250 pairs), scored at 1k-50k pairs seen on the validation
+# pairs of both (every head field right, per source: scene-change, photo-edit, wild-photo, wild-object, wild-screen).
+# Resumable: rerun it after an interruption. Writes docs/v4-curves.{json,png}.
+set -euo pipefail
+bash train/configs/default-v4/data.sh
+BASE="$(python -c "from onediff_idc.default_model import base_dir; print(base_dir())")"
+python train/learning_curve.py --base "$BASE" --data runs/v4/wild-train runs/v4/wild-val runs/v4/gen \
+  --out runs/v4/curves --feature_cache_dir runs/v4/curve-features --designs v3 v3-zoom32 \
+  --milestones 1000 3000 10000 20000 50000 "$@"
+cp runs/v4/curves/curves.json docs/v4-curves.json
+cp runs/v4/curves/curves.png docs/v4-curves.png

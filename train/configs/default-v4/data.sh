@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The default model v4's pairs (resumable: skips what exists; every folder is rebuilt from what `onediff setup` and
+# Debian's packages give, nothing else):
+#   bash train/configs/default-v4/data.sh
+# - runs/photos, runs/stamps: Debian's photographs and photographic cut-outs, split by picture and by object;
+# - runs/v4/wild-train: the kinds of pairs people bring (nothing changed, global edits, objects added / removed /
+#   moved / replaced / recoloured / resized, screenshots, unrelated pictures, camera moves) drawn only from the
+#   *training* photographs, objects and page templates (`onediff data wild --splits train`), 150 of each of 35 kinds;
+# - runs/v4/wild-val: the same kinds from the validation photographs, objects and templates, 10 of each;
+# - runs/v4/gen: the generators' scene changes and photo edits, as v2 and v3 trained on (seed 13, a training seed).
+# The wild test split (held-out photographs, objects, templates) is built by evaluate.sh, never here.
+set -euo pipefail
+PHOTOS=runs/photos
+STAMPS=runs/stamps
+[ -f "$PHOTOS/manifest.json" ] || onediff data photos --out "$PHOTOS"
+[ -f "$STAMPS/manifest.json" ] || onediff data stamps --out "$STAMPS"
+made() { [ -f "$1/README.md" ] || [ -f "$1/dataset_dict.json" ]; }
+wild() {  # wild FOLDER ARGS...: into FOLDER.partial, renamed when complete
+  local out=$1
+  shift
+  if ! made "$out"; then
+    rm -rf "$out.partial"
+    onediff data wild --out "$out.partial" --photos "$PHOTOS" --stamps "$STAMPS" --screens "$@"
+    mv "$out.partial" "$out"
+  fi
+}
+wild runs/v4/wild-train --seed 30 --per-type 150 --splits train
+wild runs/v4/wild-val --seed 31 --per-type 10 --splits validation
+if ! made runs/v4/gen; then
+  rm -rf runs/v4/gen.partial
+  onediff data build --out runs/v4/gen.partial --seed 13 --scene-pairs 4400 --photo-pairs 1600 --eval-fraction 0.05 \
+    --photos "$PHOTOS" --caption-samples 0 --num-proc 2
+  mv runs/v4/gen.partial runs/v4/gen
+fi
