@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
 from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
 from onediff_idc.processing.phrasing import parse_caption
-from onediff_idc.processing.schema import load_diffcap
+from onediff_idc.processing.schema import head_change, load_diffcap
 
 from .change_accuracy import change_accuracy
 
@@ -47,6 +47,7 @@ def phrasing_accuracy(
     """Change accuracy of captions generated from the rows' true changes, overall, per source and per change type."""
     if not model.config.delta_change_fields or model.config.use_image_tokens:
         raise ValueError("Phrasing accuracy needs a model with `delta_change_fields` and `use_image_tokens=False`")
+    rows = [{**row, "change": json.dumps(head_change(row["change"]))} for row in rows if row["change"]]
     rows = [row for row in rows if model.config.knows_change(row["change"])]  # only changes it can state
     if not rows:
         raise ValueError("No pair carries a ground-truth `change` the model's change fields can state")

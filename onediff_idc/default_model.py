@@ -183,10 +183,12 @@ def set_change_schema(data: str | Path | list, dest: Path = WEIGHTS_DIR) -> Path
     config overrides. v2's phrasing run predates both, so its export carries none; a heads run of
     `train/pretrain_delta.py` records its own."""
     from modeling_onediff import OneDiffConfig
-    from onediff_idc.processing.schema import load_diffcap
+    from onediff_idc.processing.schema import head_change, load_diffcap
 
     folders = [data] if isinstance(data, (str, Path)) else list(data)
-    changes = [change for folder in folders for change in load_diffcap(folder, ("train",))["train"]["change"]]
+    changes = [  # what the heads state of each training pair's change (no names or texts)
+        head_change(change) for folder in folders for change in load_diffcap(folder, ("train",))["train"]["change"]
+    ]
     overrides = json.loads((dest / CONFIG_OVERRIDES).read_text())
     overrides["delta_change_schema"] = OneDiffConfig.change_schema(changes)
     overrides["delta_change_distinct"] = OneDiffConfig.change_distinct(changes)

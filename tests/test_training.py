@@ -367,6 +367,37 @@ def test_the_next_default_models_recipes_parse_and_chain(tmp_path, monkeypatch):
     assert "bash train/configs/default-v2/train.sh" in readme and "bash train/configs/default-v2/evaluate.sh" in readme
 
 
+def test_v4_recipe_starts_from_the_towers_and_reads_every_folder_its_data_script_builds(tmp_path, monkeypatch):
+    """train/configs/default-v4/: heads from what `onediff setup` assembles (no older weights) on the generated and
+    the wild training pairs, each folder with its own feature cache, then the phrasing of the same folders."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    scripts = CONFIGS / "default-v4"
+    heads_recipe, phrase_recipe = scripts / "heads.yaml", scripts / "phrase.yaml"
+    for recipe in (heads_recipe, phrase_recipe):
+        start = Path(os.path.expanduser(yaml.safe_load(recipe.read_text())["model_name_or_path"]))
+        start.mkdir(parents=True, exist_ok=True)
+        (start / "config.json").write_text("{}")
+    heads_model, heads_args = pretrain_delta.parse(["--config", str(heads_recipe)])
+    assert heads_model.model_name_or_path.endswith("default-base") and heads_args.change_bottleneck
+    overrides = heads_model.model_config_overrides
+    assert overrides["delta_mirror_statistics"] and overrides["delta_pixel_statistics"]  # v3's design
+    folders = [heads_args.dataset_path, *heads_args.extra_dataset_path]
+    assert len(set(heads_args.extra_feature_cache_dir)) == len(heads_args.extra_dataset_path) == 3
+    phrase_model, phrase_args, _ = sft.parse(["--config", str(phrase_recipe)])
+    assert phrase_model.model_name_or_path == f"{heads_args.output_dir}/final" and phrase_args.phrase_true_change
+    assert [phrase_args.dataset_path, *phrase_args.extra_dataset_path] == folders
+    data_script = (scripts / "data.sh").read_text()
+    assert all(re.search(rf"(wild|build) {re.escape(folder)} ", data_script) for folder in folders), folders
+    assert "--splits train" in data_script and "--splits test" not in data_script  # no held-out material
+    for script in scripts.glob("*.sh"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    train_script = (scripts / "train.sh").read_text()
+    assert f"heads {heads_recipe.relative_to(REPO)} {heads_args.output_dir}\n" in train_script
+    assert f"--config {phrase_recipe.relative_to(REPO)}" in train_script
+    assert "default_weights" not in train_script and "git checkout" not in train_script
+
+
 def test_v3_recipe_fine_tunes_v2s_reading_with_the_pixels_on_more_hard_pairs(tmp_path, monkeypatch):
     """train/configs/default-v3/: v2's shipped reading + pixel statistics, fine-tuned on colour/material/no-change
     pairs plus pairs drawn like v2's, all built by its data.sh."""
@@ -635,6 +666,18 @@ def test_heads_learn_the_closed_facts_of_wild_pairs_beside_several_extra_folders
     assert record["datasets"] == ["data", "wild", "extra"]
     with pytest.raises(ValueError, match="names 1 caches for 2"):
         pretrain_delta.main([str(a) for a in [*args, "--extra_feature_cache_dir", tmp_path / "c"]])
+
+    # the phrasing learns every wild kind from its heads' part, beside the generated pairs (no name is phrased)
+    from onediff_idc.processing.schema import with_head_changes
+
+    wild_rows = with_head_changes(load_diffcap(wild)["train"])
+    canonical = sft.with_canonical_completions(wild_rows)
+    assert [parse_caption(c) for c in canonical["completion"]] == [json.loads(c) for c in wild_rows["change"]]
+    assert not any(noun in c for c in canonical["completion"] for noun in ("fox", "cup", "pear"))
+    extra = ["--model_name_or_path", str(heads), "--phrase_true_change", "true", "--canonical_phrasing", "true"]
+    extra += ["--extra_dataset_path", str(wild), "--max_steps", "1", "--eval_strategy", "no", "--save_steps", "1"]
+    final = sft.main(sft_args(workspace, tmp_path / "phrasing", *extra))
+    assert json.loads((final / "onediff_training.json").read_text())["datasets"] == ["data", "wild"]
 
 
 def test_head_changes_keep_the_closed_facts_only():

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
-from onediff_idc.processing.schema import load_diffcap
+from onediff_idc.processing.schema import load_diffcap, with_head_changes
 
 BIAS_KEY = "delta_no_change_logit_bias"
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not config.delta_change_fields or "none" not in config.delta_change_fields.get("type", []):
         raise ValueError(f"{args.model} has no change heads with a 'none' type to calibrate")
     processor = OneDiffProcessor.from_pretrained(args.model)
-    split = load_diffcap(args.data, splits=(args.split,))[args.split]
+    split = with_head_changes(load_diffcap(args.data, splits=(args.split,))[args.split])  # what the heads state
     split = split.filter(config.knows_change, input_columns="change")  # pairs whose change the heads can state
     if args.max_pairs is not None:
         split = split.select(range(min(args.max_pairs, len(split))))

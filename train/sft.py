@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from datasets import concatenate_datasets
 from peft import LoraConfig, get_peft_model
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -25,6 +26,7 @@ from trl import SFTConfig, SFTTrainer
 from modeling_onediff import OneDiffForConditionalGeneration
 from modeling_onediff.pipeline_onediff import DEFAULT_PROMPT
 from onediff_idc.processing.phrasing import canonical_caption
+from onediff_idc.processing.schema import with_head_changes
 from onediff_idc.train.common import (
     LOG_FILE,
     JsonLinesTracker,
@@ -46,6 +48,9 @@ DECODER_LINEAR_LAYERS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_p
 @dataclass
 class OneDiffSFTArguments:
     dataset_path: str = field(default=None, metadata={"help": "DiffCap dataset folder (onediff data build/convert)"})
+    extra_dataset_path: list[str] | None = field(
+        default=None, metadata={"help": "more DiffCap folders whose training splits join the training rows"}
+    )
     dataset_train_split: str = field(default="train", metadata={"help": "split to train on"})
     dataset_eval_split: str | None = field(default=None, metadata={"help": "split for evaluation loss (optional)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "train on the first N rows only"})
@@ -146,7 +151,10 @@ def main(argv: list[str] | None = None) -> Path:
     model_args, args, config = parse(argv)
     # data problems surface before any model is loaded
     columns = ("change",) if args.phrase_true_change else ()
-    train = load_pairs(args.dataset_path, args.dataset_train_split, args.max_train_samples, columns)
+    folders = [args.dataset_path, *(args.extra_dataset_path or [])]
+    train = concatenate_datasets([load_pairs(path, args.dataset_train_split, None, columns) for path in folders])
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
     train = mix_in_generic_prompt(train, args.generic_prompt_fraction, config.seed)
     evaluation = None
     if args.dataset_eval_split:
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> Path:
         fields = OneDiffForConditionalGeneration.config_class.from_pretrained(
             model_args.model_name_or_path
         ).with_overrides(**model_args.model_config_overrides)
+        # the heads' part of each ground truth is what their tokens carry (names and texts are not a head's class)
+        train, evaluation = (None if split is None else with_head_changes(split) for split in (train, evaluation))
         train, evaluation = (with_known_change(split, fields) for split in (train, evaluation))
         if args.canonical_phrasing:
             train, evaluation = (with_canonical_completions(split) for split in (train, evaluation))
@@ -226,7 +236,7 @@ def main(argv: list[str] | None = None) -> Path:
     trainer.train(resume_from_checkpoint=resume)
 
     final = Path(config.output_dir) / "final"
-    data = {"dataset_path": args.dataset_path}
+    data = {"dataset_path": folders}
     if trainer.accelerator.is_main_process:
         trained = trainer.accelerator.unwrap_model(trainer.model)
         if args.use_peft:
