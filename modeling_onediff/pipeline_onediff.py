@@ -102,13 +102,15 @@ def change_box_in_pixels(
     score, same grid) and how much every pixel did (`difference`, `(height, width)`: `pixel_difference`):
 
     1. the regions of patches whose extent is at least `extent_threshold` of the largest and `extent_noise` times the
-       median: the one holding the map's peak (or nearest it), and every other whose strongest patch reaches
-       `strong_share` of that one's (the two places of a move);
+       median (when none is, the whole picture changed: brighter, blurred, or nothing did; the box is the frame): the
+       one holding the map's peak (or nearest it), and every other whose strongest patch reaches `strong_share` of
+       that one's (the two places of a move);
     2. within them, grown by one patch, the pixels whose difference is at least `pixel_share` of the largest there
-       and `pixel_noise` times the median pixel's (a jittered camera moves every edge a little).
+       and `pixel_noise` times the median pixel's (a jittered camera moves every edge a little); when no pixel
+       stands out so (nothing changed, or the whole picture did: brighter, blurred), the patches themselves.
 
     The map alone covers only the few patches the module read; an object spans more, and a patch is coarse for a
-    button on a page. Without any pixel difference the box is the patches'.
+    button on a page.
     """
     if change_map.shape != change_extent.shape or change_map.ndim != 2:
         raise ValueError(f"change map {change_map.shape} and extent {change_extent.shape} must be one 2-D grid")
@@ -116,9 +118,9 @@ def change_box_in_pixels(
     height, width = difference.shape
     peak = np.unravel_index(int(np.argmax(change_map)), change_map.shape)
     largest = change_extent.max()
-    regions = _regions(
-        change_extent >= min(largest, max(extent_threshold * largest, extent_noise * np.median(change_extent)))
-    )
+    if extent_noise * np.median(change_extent) >= largest:  # no patch stands out: the whole picture changed, or none
+        return 0, 0, width, height
+    regions = _regions(change_extent >= max(extent_threshold * largest, extent_noise * np.median(change_extent)))
     looked = [r for r in regions if peak in r] or [
         min(regions, key=lambda r: min(abs(a - peak[0]) + abs(b - peak[1]) for a, b in r))
     ]
@@ -130,7 +132,8 @@ def change_box_in_pixels(
     rows, columns = (np.arange(height) * grid_height) // height, (np.arange(width) * grid_width) // width
     inside = grid[rows[:, None], columns[None, :]]  # each pixel's patch
     everywhere, difference = difference, np.where(inside, difference, 0.0)
-    if difference.max() <= 0:
+    noise = pixel_noise * np.median(everywhere)
+    if noise >= difference.max():  # no pixel stands out (nothing, or the whole picture, changed): the patches' box
         patch_rows, patch_columns = zip(*kept)
         return (
             min(patch_columns) * width // grid_width,
@@ -138,8 +141,7 @@ def change_box_in_pixels(
             (max(patch_columns) + 1) * width // grid_width,
             (max(patch_rows) + 1) * height // grid_height,
         )
-    noise = pixel_noise * np.median(everywhere)
-    ys, xs = np.nonzero(difference >= min(difference.max(), max(pixel_share * difference.max(), noise)))
+    ys, xs = np.nonzero(difference >= max(pixel_share * difference.max(), noise))
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 

@@ -251,3 +251,12 @@ def test_change_fields_leave_the_caption_as_it_was(pipe):
     plain = [r["generated_text"] for r in pipe(pairs, batch_size=3, **settings)]
     for extra in ({"return_change_probability": True}, {"return_change_map": True}):
         assert [r["generated_text"] for r in pipe(pairs, batch_size=3, **settings, **extra)] == plain
+
+
+def test_a_change_of_the_whole_picture_is_boxed_whole():
+    rng = np.random.default_rng(1)
+    difference = rng.uniform(0.9, 1.1, (64, 64))  # brighter everywhere: no patch stands out
+    change_map = np.zeros((8, 8))
+    change_map[4, 4] = 1.0
+    assert change_box_in_pixels(change_map, grown_extent(difference), difference) == (0, 0, 64, 64)
+    assert change_box_in_pixels(change_map, np.zeros((8, 8)), np.zeros((64, 64))) == (0, 0, 64, 64)  # nothing
