@@ -102,9 +102,9 @@ def change_box_in_pixels(
     score, same grid) and how much every pixel did (`difference`, `(height, width)`: `pixel_difference`):
 
     1. the regions of patches whose extent is at least `extent_threshold` of the largest and `extent_noise` times the
-       median (when none is, the whole picture changed: brighter, blurred, or nothing did; the box is the frame): the
-       one holding the map's peak (or nearest it), and every other whose strongest patch reaches `strong_share` of
-       that one's (the two places of a move);
+       median (when most patches reach half the largest, the whole picture changed, brighter or mirrored, or nothing
+       did: the box is the frame): the one holding the map's peak (or nearest it), and every other whose strongest
+       patch reaches `strong_share` of that one's (the two places of a move);
     2. within them, grown by one patch, the pixels whose difference is at least `pixel_share` of the largest there
        and `pixel_noise` times the median pixel's (a jittered camera moves every edge a little); when no pixel
        stands out so (nothing changed, or the whole picture did: brighter, blurred), the patches themselves.
@@ -118,9 +118,10 @@ def change_box_in_pixels(
     height, width = difference.shape
     peak = np.unravel_index(int(np.argmax(change_map)), change_map.shape)
     largest = change_extent.max()
-    if extent_noise * np.median(change_extent) >= largest:  # no patch stands out: the whole picture changed, or none
+    if largest <= 0 or (change_extent >= largest / 2).mean() > 0.5:  # the whole picture changed (or nothing did)
         return 0, 0, width, height
-    regions = _regions(change_extent >= max(extent_threshold * largest, extent_noise * np.median(change_extent)))
+    cut = min(largest, max(extent_threshold * largest, extent_noise * np.median(change_extent)))
+    regions = _regions(change_extent >= cut)
     looked = [r for r in regions if peak in r] or [
         min(regions, key=lambda r: min(abs(a - peak[0]) + abs(b - peak[1]) for a, b in r))
     ]
