@@ -272,6 +272,14 @@ def test_bad_setups_fail_before_any_work(workspace, tmp_path, script):
     assert not any((tmp_path / name).exists() for name in "abcd")  # nothing was started
 
 
+def stand_in_start_points(recipes) -> None:
+    """Empty stand-ins for the checkpoints `recipes` start from (parsing checks that they exist)."""
+    for recipe in recipes:
+        start = Path(os.path.expanduser(yaml.safe_load(recipe.read_text())["model_name_or_path"]))
+        start.mkdir(parents=True, exist_ok=True)
+        (start / "config.json").write_text("{}")
+
+
 def test_every_recipe_and_launch_config_is_valid():
     from trl import SFTConfig
 
@@ -306,10 +314,7 @@ def test_the_default_models_recipes_parse_chain_and_are_listed_in_order_in_the_r
     output, and the README runs them in that order with the right script, then exports the last one."""
     monkeypatch.chdir(tmp_path)  # the recipes' run folders, stand-ins here: parsing checks that they exist
     monkeypatch.setenv("HOME", str(tmp_path))
-    for recipe in (CONFIGS / "default").glob("*.yaml"):
-        start = Path(os.path.expanduser(yaml.safe_load(recipe.read_text())["model_name_or_path"]))
-        start.mkdir(parents=True, exist_ok=True)
-        (start / "config.json").write_text("{}")
+    stand_in_start_points((CONFIGS / "default").glob("*.yaml"))
     parsers = {"pretrain_coupled": pretrain_coupled.parse, "pretrain_delta": pretrain_delta.parse, "sft": sft.parse}
     readme = (REPO / "README.md").read_text()
     steps = []
@@ -333,10 +338,7 @@ def test_the_next_default_models_recipes_parse_and_chain(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     heads_recipe, phrase_recipe = CONFIGS / "default-v2" / "heads.yaml", CONFIGS / "default-v2" / "phrase.yaml"
-    for recipe in (heads_recipe, phrase_recipe):
-        start = Path(os.path.expanduser(yaml.safe_load(recipe.read_text())["model_name_or_path"]))
-        start.mkdir(parents=True, exist_ok=True)
-        (start / "config.json").write_text("{}")
+    stand_in_start_points([heads_recipe, phrase_recipe])
     heads_model, heads_args = pretrain_delta.parse(["--config", str(heads_recipe)])
     assert heads_model.model_name_or_path.endswith("default-base") and heads_args.change_bottleneck
     assert heads_model.model_config_overrides["delta_zoom_patches"] == 16
@@ -374,10 +376,7 @@ def test_v4_recipe_starts_from_the_towers_and_reads_every_folder_its_data_script
     monkeypatch.setenv("HOME", str(tmp_path))
     scripts = CONFIGS / "default-v4"
     heads_recipe, phrase_recipe = scripts / "heads.yaml", scripts / "phrase.yaml"
-    for recipe in (heads_recipe, phrase_recipe):
-        start = Path(os.path.expanduser(yaml.safe_load(recipe.read_text())["model_name_or_path"]))
-        start.mkdir(parents=True, exist_ok=True)
-        (start / "config.json").write_text("{}")
+    stand_in_start_points([heads_recipe, phrase_recipe])
     heads_model, heads_args = pretrain_delta.parse(["--config", str(heads_recipe)])
     assert heads_model.model_name_or_path.endswith("default-base") and heads_args.change_bottleneck
     overrides = heads_model.model_config_overrides
