@@ -82,27 +82,11 @@ DESIGNS = {
         "delta_alignment": True,
         "delta_pixel_statistics": True,
     },
-    # the default model v3's reading: the same, every query starting from the pixel statistics' mirror distances
-    "v3": {
-        "delta_zoom_patches": 16,
-        "delta_difference_prior": 1.0,
-        "delta_global_difference": True,
-        "delta_shift_tolerance": 1,
-        "delta_alignment": True,
-        "delta_pixel_statistics": True,
-        "delta_mirror_statistics": True,
-    },
-    # v3's reading with twice the zoom: an object, a page element or two places of a move span more than 16 patches
-    "v3-zoom32": {
-        "delta_zoom_patches": 32,
-        "delta_difference_prior": 1.0,
-        "delta_global_difference": True,
-        "delta_shift_tolerance": 1,
-        "delta_alignment": True,
-        "delta_pixel_statistics": True,
-        "delta_mirror_statistics": True,
-    },
 }
+# the default model v3's reading: the same, every query starting from the pixel statistics' mirror distances
+DESIGNS["v3"] = {**DESIGNS["zoom16-shift-align-pixels"], "delta_mirror_statistics": True}
+# v3's reading with twice the zoom: an object, a page element or two places of a move span more than 16 patches
+DESIGNS["v3-zoom32"] = {**DESIGNS["v3"], "delta_zoom_patches": 32}
 SOURCES = ("scene-change", "photo-edit")  # the generators' sources; others found in the validation pairs are added
 
 

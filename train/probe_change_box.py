@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from modeling_onediff.pipeline_onediff import change_box_in_pixels, change_box_on_grid
-from onediff_idc.eval.change_detection import box_iou, change_maps, peak_and_box
+from onediff_idc.eval.change_detection import box_iou, change_maps, peak_and_box, point_in_regions
 from onediff_idc.processing.schema import load_diffcap
 
 SETTINGS = ("extent_threshold", "strong_share", "pixel_share", "extent_noise", "pixel_noise")  # change_box_in_pixels'
@@ -55,7 +55,7 @@ def located_pairs(spec: str) -> tuple[list, list, list]:
 
 def scores(boxes: list, peaks: list, regions: list, types: list) -> dict:
     ious = [max(box_iou(box, region) for region in pair) for box, pair in zip(boxes, regions)]
-    hits = [any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in pair) for (x, y), pair in zip(peaks, regions)]
+    hits = [point_in_regions(peak, pair) for peak, pair in zip(peaks, regions)]
     by_type = defaultdict(list)
     for change_type, iou in zip(types, ious):
         by_type[change_type].append(iou)
