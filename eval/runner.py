@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from onediff_idc.checkpoints import load_pipeline
 from onediff_idc.processing.schema import NO_CHANGE, load_diffcap
+from onediff_idc.processing.wild import OBJECT_NOUNS
 
 from .change_accuracy import change_accuracy, heads_fidelity, no_change_accuracy
 from .change_detection import DEFAULT_THRESHOLD, change_detection, localisation
@@ -90,8 +91,9 @@ def _groups(rows: list[dict]) -> dict[str, dict[str, list[int]]]:
     return {"by_source": dict(by_source), "by_change_type": dict(by_type)}
 
 
-def score_predictions(rows: list[dict], predictions: list[str]) -> dict:
-    """Every score `onediff eval` reports, for rows with `source`, `change_type`, `references` and `change`."""
+def score_predictions(rows: list[dict], predictions: list[str], object_nouns: list[str] = ()) -> dict:
+    """Every score `onediff eval` reports, for rows with `source`, `change_type`, `references` and `change`;
+    `object_nouns`: further names the wild judge counts as naming an object (a wild folder's `object_nouns.json`)."""
     if len(rows) != len(predictions):
         raise ValueError(f"Got {len(predictions)} predictions for {len(rows)} pairs")
     groups = _groups(rows)
@@ -117,7 +119,7 @@ def score_predictions(rows: list[dict], predictions: list[str]) -> dict:
     extra = {}
     if wild:  # the wild evaluation's judge (eval/wild.py), beside the generators' parse
         wild_rows, wild_predictions = subset(wild)
-        extra["wild"] = wild_scores(wild_rows, wild_predictions, object_vocabulary(wild_rows))
+        extra["wild"] = wild_scores(wild_rows, wild_predictions, object_vocabulary(wild_rows) | set(object_nouns))
     return extra | {
         "metrics": {
             "overall": metrics["overall"],
@@ -242,7 +244,9 @@ def run_eval(
     probabilities = [output["change_probability"] for output in outputs]
     rows = dataset.remove_columns("images").to_list()
     start = time.perf_counter()
-    results = score_predictions(rows, predictions)
+    nouns_file = Path(data) / OBJECT_NOUNS  # a wild folder's every stamp noun: a wrong name from another split
+    object_nouns = json.loads(nouns_file.read_text()) if nouns_file.is_file() else []
+    results = score_predictions(rows, predictions, object_nouns)
     results["change_detection"] = detection_scores(rows, probabilities)
     if outputs and "change_fields" in outputs[0]:
         results["change_heads"] = fidelity_scores(rows, predictions, [output["change_fields"] for output in outputs])

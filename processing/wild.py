@@ -18,10 +18,13 @@ Groups (`eval/wild.py` judges each):
 - the camera moved: a few percent of pan, zoom or perspective of the same photograph.
 
 Every pair records its ground truth (`change`, with `type` and the fields its group is judged on) and, for local
-changes, the changed region (`change_regions`: the box pointing game and IoU are measured against).
+changes, the changed region (`change_regions`: the box pointing game and IoU are measured against). With stamps, the
+folder also lists every stamp's noun, training and held out (`object_nouns.json`): `onediff eval` gives them to the
+judge, so that a training object's name on a held-out object counts as a wrong name.
 """
 
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from .phrasing import PHOTO_EDIT_TYPES, write_references
 from .schema import NO_CHANGE, make_row, save_diffcap
 
 GRID = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+OBJECT_NOUNS = "object_nouns.json"  # beside the splits: the nouns of every stamp, training and held out
 NUISANCES = ("jpeg", "webp", "smaller", "jitter", "noise", "exposure", "exif_rotated", "gray16")
 OBJECT_CHANGES = ("add", "remove", "move", "replace", "recolor", "resize")
 SCREEN_CHANGES = ("recolor", "text", "add", "remove", "move")
@@ -378,4 +382,9 @@ def build_wild(spec: WildSpec, out: str | Path, progress: bool = True):
         {split: Dataset.from_list(wild_rows(spec, split, progress), features=FEATURES) for split in spec.splits}
     )
     save_diffcap(dataset, out)
+    if spec.stamps:  # every object a caption could name, so that the judge sees a wrong name of another split too
+        from .stamps import load_manifest
+
+        nouns = sorted({entry["noun"] for entry in load_manifest(spec.stamps)["stamps"].values()})
+        (out / OBJECT_NOUNS).write_text(json.dumps(nouns, indent=0) + "\n")
     return dataset

@@ -209,6 +209,21 @@ def test_object_pairs_put_held_out_objects_where_their_truth_says(tmp_path):
         assert change["object"] in row["references"][0] and judge(row["references"][0], change), row["references"]
 
 
+def test_a_wild_folder_lists_every_stamp_noun_for_the_judge(tmp_path):
+    """The test split draws held-out objects only, but a model may name a training object: the folder carries every
+    noun of the stamps (`object_nouns.json`), which `onediff eval` gives the judge."""
+    from onediff_idc.processing.wild import OBJECT_NOUNS, build_wild
+
+    tiny_stamps(tmp_path / "stamps")
+    manifest = json.loads((tmp_path / "stamps" / "manifest.json").read_text())
+    manifest["stamps"]["cat"] = manifest["stamps"]["fox"] | {"split": "train", "name": "cat", "noun": "cat"}
+    (tmp_path / "stamps" / "manifest.json").write_text(json.dumps(manifest))
+    spec = WildSpec(per_type=1, resolution=SIZE, stamps=str(tmp_path / "stamps"), splits=("test",))
+    build_wild(spec, tmp_path / "wild", False)
+    nouns = json.loads((tmp_path / "wild" / OBJECT_NOUNS).read_text())
+    assert "cat" in nouns and set(manifest["stamps"]) <= set(nouns)
+
+
 def test_the_seed_summary_reads_the_bar():
     from onediff_idc.eval.wild import markdown, summarise
 
@@ -249,6 +264,12 @@ def test_onediff_eval_reports_the_wild_groups_beside_the_usual_scores():
     assert results["wild"]["names"]["precision"] == 0.0
     assert results["wild"]["synthetic_words"] == {"captions": 1, "non_scene_pairs": 2}
     assert "| object add remove | 1 | 0.0 |" in markdown_table(results)
+    # a name of another split's object ("cat": a training stamp) is a wrong name only when the judge knows it
+    lenient = score_predictions(rows, ["no change", "a cat was added at the top"])
+    assert lenient["wild"]["groups"]["object_add_remove"]["accuracy"] == 1.0
+    strict = score_predictions(rows, ["no change", "a cat was added at the top"], object_nouns=["cat", "fox"])
+    assert strict["wild"]["groups"]["object_add_remove"]["accuracy"] == 0.0
+    assert strict["wild"]["names"] == {"object_pairs": 1, "top1": 0.0, "precision": 0.0, "named": 1}
     from onediff_idc.eval.wild import rescore
 
     captions = ["no change", "a fox was added at the top"]
