@@ -395,6 +395,17 @@ def test_v4_recipe_starts_from_the_towers_and_reads_every_folder_its_data_script
     assert f"heads {heads_recipe.relative_to(REPO)} {heads_args.output_dir}\n" in train_script
     assert f"--config {phrase_recipe.relative_to(REPO)}" in train_script
     assert "default_weights" not in train_script and "git checkout" not in train_script
+    evaluate = (scripts / "evaluate.sh").read_text()
+    assert f"export --from {yaml.safe_load(phrase_recipe.read_text())['output_dir']}\n" in evaluate
+    assert f"set-schema --data {' '.join(folders)}\n" in evaluate  # the schema of every pair v4 trained on
+    # calibrated on validation pairs of material and seeds used for nothing else, before the held-out evaluation
+    assert "--seed 20 " in evaluate and "--data runs/calib-s20 runs/v4/wild-val --split validation" in evaluate
+    assert (
+        evaluate.index("set-schema")
+        < evaluate.index("calibrate_no_change.py")
+        < evaluate.index("bash train/configs/evaluate-default")
+    )
+    assert "--splits test" in evaluate and "python -m onediff_idc.eval.wild docs/eval-wild-s{1,2,3}.json" in evaluate
 
 
 def test_v3_recipe_fine_tunes_v2s_reading_with_the_pixels_on_more_hard_pairs(tmp_path, monkeypatch):
@@ -1069,6 +1080,10 @@ def test_no_change_calibration_picks_the_balanced_bias_and_the_model_applies_it(
     assert (wide["curve"][-1]["unchanged_said_no_change"], wide["curve"][-1]["changed_not_said_no_change"]) == (1, 0)
     report = calibrate_no_change.main([*argv, "--out", str(tmp_path / "c.json"), "--apply", str(overrides)])
     assert json.loads((tmp_path / "c.json").read_text()) == report
+    joined = calibrate_no_change.main(  # several folders: their splits joined
+        [*argv[:4], str(workspace / "data"), *argv[4:], "--out", str(tmp_path / "j.json")]
+    )
+    assert joined["chosen"]["pairs"] == 2 * report["chosen"]["pairs"]
     curve, chosen = report["curve"], report["chosen"]
     balance = [min(p["unchanged_said_no_change"], p["changed_not_said_no_change"]) for p in curve]
     assert min(chosen["unchanged_said_no_change"], chosen["changed_not_said_no_change"]) == max(balance)

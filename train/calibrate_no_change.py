@@ -1,6 +1,6 @@
 """Calibrates `delta_no_change_logit_bias` of a change-heads model on held-out pairs, after training.
 
-    python train/calibrate_no_change.py --model DIR --data runs/calib-s20 --split validation \
+    python train/calibrate_no_change.py --model DIR --data runs/calib-s20 [runs/wild-val ...] --split validation \
         --out docs/no-change-calibration.json --apply onediff_idc/default_weights/config_overrides.json
 
 The heads are trained with every change type equally likely, so "no change" is one class among many: on unchanged
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import concatenate_datasets
 from tqdm.auto import tqdm
 
 from modeling_onediff import OneDiffForConditionalGeneration, OneDiffProcessor
@@ -31,7 +32,9 @@ BIAS_KEY = "delta_no_change_logit_bias"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="OneDiff checkpoint with change heads (delta_change_fields)")
-    parser.add_argument("--data", required=True, help="DiffCap folder whose pairs carry their change")
+    parser.add_argument(
+        "--data", required=True, nargs="+", help="DiffCap folders whose pairs carry their change (their splits joined)"
+    )
     parser.add_argument("--split", default="validation", help="split to calibrate on (not one the model trained on)")
     parser.add_argument("--max_pairs", type=int, default=None, help="only the first N pairs of the split")
     parser.add_argument("--batch_size", type=int, default=16, help="pairs per forward pass")
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not config.delta_change_fields or "none" not in config.delta_change_fields.get("type", []):
         raise ValueError(f"{args.model} has no change heads with a 'none' type to calibrate")
     processor = OneDiffProcessor.from_pretrained(args.model)
-    split = with_head_changes(load_diffcap(args.data, splits=(args.split,))[args.split])  # what the heads state
+    split = concatenate_datasets([load_diffcap(folder, splits=(args.split,))[args.split] for folder in args.data])
+    split = with_head_changes(split)  # what the heads state
     split = split.filter(config.knows_change, input_columns="change")  # pairs whose change the heads can state
     if args.max_pairs is not None:
         split = split.select(range(min(args.max_pairs, len(split))))
