@@ -163,6 +163,7 @@ def data_build(args: argparse.Namespace) -> int:
             photos=str(Path(args.photos).resolve()) if args.photos else None,
             photos_only=args.photos_only,
             scene_types=tuple(args.scene_types) if args.scene_types else None,
+            photo_types=tuple(args.photo_types) if args.photo_types else None,
         )
         dataset = build(spec, args.out, num_proc=args.num_proc)
     except (ValueError, FileNotFoundError) as error:
@@ -518,6 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TYPE",
         help="scene pairs cycle through these change types (color texture add drop move none; default all; a type "
         "named twice comes twice as often)",
+    )
+    b.add_argument(
+        "--photo-types",
+        nargs="+",
+        default=None,
+        metavar="TYPE",
+        help="photo pairs cycle through these edits (brightness contrast saturation color_cast blur sharpen zoom "
+        "rotation flip paste remove text none; default all; an edit named twice comes twice as often)",
     )
     b.set_defaults(func=data_build)
 

@@ -43,6 +43,7 @@ class BuildSpec:
     # scene pairs cycle through these change types ("none": unchanged, jittered); default all of SCENE_TYPES. A type
     # named twice is drawn twice as often: more pairs of the decisions a model finds hard
     scene_types: tuple[str, ...] | None = None
+    photo_types: tuple[str, ...] | None = None  # the same for photo pairs; default all of PHOTO_TYPES
 
     def __post_init__(self):
         for name in ("scene_pairs", "photo_pairs", "caption_samples"):
@@ -58,6 +59,10 @@ class BuildSpec:
             unknown = sorted(set(self.scene_types) - set(SCENE_TYPES))
             if not self.scene_types or unknown:
                 raise ValueError(f"`scene_types` must name some of {SCENE_TYPES}, got {list(self.scene_types)}")
+        if self.photo_types is not None:
+            unknown = sorted(set(self.photo_types) - set(PHOTO_TYPES))
+            if not self.photo_types or unknown:
+                raise ValueError(f"`photo_types` must name some of {PHOTO_TYPES}, got {list(self.photo_types)}")
         if self.num_references < 1:
             raise ValueError(f"`num_references` must be >= 1, got {self.num_references}")
 
@@ -74,7 +79,8 @@ def _sample(args: tuple) -> dict:
         change_type = types[index % len(types)]
         pair = scene_change_pair(rng, change_type, spec.resolution, spec.num_references)
     elif source == "photo-edit":
-        change_type = PHOTO_TYPES[index % len(PHOTO_TYPES)]
+        types = spec.photo_types or PHOTO_TYPES
+        change_type = types[index % len(types)]
         pair = photo_edit_pair(
             rng, change_type, split, spec.resolution, spec.num_references, spec.photos, spec.photos_only
         )

@@ -222,6 +222,18 @@ def test_scene_types_focus_a_build_on_the_hard_decisions(tmp_path):
     assert built["change_type"] == ["texture"] * 3
 
 
+def test_photo_types_focus_a_build_on_the_hard_edits(tmp_path):
+    spec = BuildSpec(seed=9, scene_pairs=0, photo_pairs=4, caption_samples=0, eval_fraction=0, resolution=48)
+    focused = build_dataset(BuildSpec(**{**spec.__dict__, "photo_types": ("rotation", "sharpen")}), progress=False)
+    assert focused["train"]["change_type"] == ["rotation", "sharpen"] * 2
+    assert [json.loads(c)["type"] for c in focused["train"]["change"]] == ["rotation", "sharpen"] * 2
+    with pytest.raises(ValueError, match="photo_types"):
+        BuildSpec(photo_types=("rotate",))
+    argv = ["data", "build", "--out", str(tmp_path / "cli"), "--scene-pairs", "0", "--photo-pairs", "2"]
+    main([*argv, "--caption-samples", "0", "--eval-fraction", "0", "--resolution", "48", "--photo-types", "flip"])
+    assert load_diffcap(tmp_path / "cli")["train"]["change_type"] == ["flip"] * 2
+
+
 def test_scene_pair_references_name_the_object():
     rng = np.random.default_rng(11)
     pair = scene_change_pair(rng, "color", 64)
