@@ -755,6 +755,16 @@ def test_generic_prompt_mix_replaces_a_seeded_share_of_prompts_only(workspace):
         sft.main(sft_args(workspace, workspace / "unused", "--generic_prompt_fraction", "1.5"))
 
 
+def test_learning_curves_plot_every_source_of_wild_and_generated_data(tmp_path):
+    """Five sources and more (the generators' and the wild kinds) each get a line style of their own."""
+    from onediff_idc.train import learning_curve
+
+    sources = ["scene-change", "photo-edit", "wild-object", "wild-photo", "wild-screen", "wild-other"]
+    points = [{"pairs_seen": n, **{s: {"exact": 0.1 * i, "pairs": 3} for i, s in enumerate(sources)}} for n in (8, 16)]
+    learning_curve.plot({"v3": points, "v3-zoom32": points}, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_learning_curves_score_each_design_and_a_rerun_continues_exactly(workspace, tmp_path):
     from onediff_idc.train import learning_curve
 

@@ -247,9 +247,8 @@ def plot(curves: dict, path: Path) -> None:
             if not any(p[source]["pairs"] for p in points):  # a curve focused on other change types
                 continue
             xs = [p["pairs_seen"] for p in points]
-            axis.plot(
-                xs, [p[source]["exact"] for p in points], style, marker="o", color=color, label=f"{name}: {source}"
-            )
+            ys = [p[source]["exact"] for p in points]  # a dash tuple is no format string: pass it as linestyle
+            axis.plot(xs, ys, linestyle=style, marker="o", color=color, label=f"{name}: {source}")
     axis.axhline(0.8, color="grey", linewidth=0.8, linestyle=":", label="bar (80%)")
     axis.set_xscale("log")
     axis.set_xlabel("training pairs seen")
