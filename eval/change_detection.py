@@ -85,13 +85,16 @@ def localisation_scores(peaks, boxes, regions) -> dict:
 def peak_and_box(
     processor, change_map: np.ndarray, image_size: tuple[int, int], extent=None, difference=None
 ) -> tuple[tuple[float, float], list]:
-    """The map's peak (centre of its strongest patch) and the change box the pipeline draws (with the change extent
-    and the pixel difference: `change_box_in_pixels`; else the map's own), in pixels of an image of `image_size`."""
-    from modeling_onediff.pipeline_onediff import change_box_in_pixels, change_box_on_grid
+    """The point and the box the pipeline gives, in pixels of an image of `image_size`: with the change extent and
+    the pixel difference, `change_point_in_pixels` and `change_box_in_pixels`; else the map's peak (the centre of
+    its strongest patch) and its own box."""
+    from modeling_onediff.pipeline_onediff import change_box_in_pixels, change_box_on_grid, change_point_in_pixels
 
     row, column = np.unravel_index(int(np.argmax(change_map)), change_map.shape)
     x0, y0, x1, y1 = processor.grid_box_to_pixels((column, row, column + 1, row + 1), change_map.shape, image_size)
     if extent is not None and difference is not None:
+        x, y = change_point_in_pixels(change_map, difference)
+        x0, y0, x1, y1 = processor.grid_box_to_pixels((x, y, x + 1, y + 1), difference.shape, image_size)
         box = change_box_in_pixels(change_map, extent, difference)
         box = processor.grid_box_to_pixels(box, difference.shape, image_size)
     else:

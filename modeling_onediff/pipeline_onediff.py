@@ -4,7 +4,7 @@ pipe = pipeline("image-difference-captioning", model=DIR, trust_remote_code=True
 pipe({"before": "a.png", "after": "b.png"})            # -> {"generated_text": "..."}
 pipe([{"before": a, "after": b}, ...], batch_size=8)   # batched, left-padded generation
 pipe(pair, return_change_probability=True)             # + "change_probability": 0.97
-pipe(pair, return_change_map=True)                     # + "change_map" (grid) and "change_box" (pixels)
+pipe(pair, return_change_map=True)                     # + "change_map" (grid), "change_box" and "change_point"
 pipe(pairs, change_threshold=0.5)                      # pairs judged unchanged are not captioned
 pipe(pair, return_change_fields=True)                  # + "change_fields" (models with change heads)
 
@@ -43,6 +43,7 @@ EXTENT_NOISE = 6.0  # ... and this many times the median patch's (camera and lig
 STRONG_SHARE = 0.6  # another region of changed patches joins when its peak is this share of the looked-at one's
 PIXEL_SHARE = 0.05  # within those patches (grown by one), the pixels whose difference is this share of the largest
 PIXEL_NOISE = 3.0  # ... and this many times the median pixel's
+POINT_SMOOTHING = 7  # the change point: the most changed pixel, averaged over a square this many pixels wide
 
 
 def change_box_on_grid(change_map: np.ndarray, threshold: float = BOX_THRESHOLD) -> tuple[int, int, int, int]:
@@ -146,6 +147,36 @@ def change_box_in_pixels(
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+def change_point_in_pixels(
+    change_map: np.ndarray, difference: np.ndarray, smoothing: int = POINT_SMOOTHING
+) -> tuple[int, int]:
+    """
+    The pixel `(x, y)` of the processed images where the pair changed most within the patch the delta module looked
+    at most (`change_map`'s peak): `difference` (`pixel_difference`, `(height, width)`) averaged over `smoothing`
+    pixels square, so that one noisy pixel does not win. The patch's centre when none of its pixels changed. A patch
+    is 14 pixels wide: its centre misses a button, a word or the thin edge of an object the patch overlaps.
+    """
+    grid_height, grid_width = change_map.shape
+    height, width = difference.shape
+    row, column = np.unravel_index(int(np.argmax(change_map)), change_map.shape)
+    y0, y1 = row * height // grid_height, (row + 1) * height // grid_height
+    x0, x1 = column * width // grid_width, (column + 1) * width // grid_width
+    half = smoothing // 2
+    padded = np.pad(difference.astype(np.float64), half, mode="edge")
+    sums = padded.cumsum(0).cumsum(1)
+    sums = np.pad(sums, ((1, 0), (1, 0)))  # sums[i, j]: the sum of padded[:i, :j]
+    ys, xs = np.arange(y0, y1)[:, None], np.arange(x0, x1)[None, :]  # window of pixel (y, x): padded[y : y + 2h + 1]
+    side = 2 * half + 1
+    window = sums[ys + side, xs + side] - sums[ys, xs + side] - sums[ys + side, xs] + sums[ys, xs]
+    if window.max() <= 0:
+        return (x0 + x1) // 2, (y0 + y1) // 2
+    # a change smaller than the square gives a plateau of equal sums, some of it beside the change: of the plateau,
+    # the pixel that itself changed most
+    plateau = window >= window.max() * (1 - 1e-9)
+    y, x = np.unravel_index(int(np.argmax(np.where(plateau, difference[y0:y1, x0:x1], -np.inf))), window.shape)
+    return int(x0 + x), int(y0 + y)
+
+
 def pixel_difference(pixel_values: torch.Tensor) -> torch.Tensor:
     """How much every pixel of a pair changed, `(batch_size, height, width)`: |B - A| summed over the channels of the
     processed (normalised) images `(batch_size, 2, channels, height, width)`."""
@@ -171,7 +202,8 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
       "no change" (implies `return_change_probability`).
     - `return_change_map=True`: `"change_map"`, where the Visual Delta Module looked (a patch-grid array summing to
       1), and `"change_box"`, `[x0, y0, x1, y1]` around its peak in pixels of the *after* image as given (mapped back
-      through the framing of a pair of different sizes).
+      through the framing of a pair of different sizes); with a zoomed delta module also `"change_point"`, `[x, y]`:
+      the most changed pixel of the patch it looked at most (`change_point_in_pixels`).
     - `return_change_fields=True` (models with `delta_change_fields`): `"change_fields"`, the change its heads chose
       and its caption phrases, e.g. `{"type": "color", "color": "red", "new_value": "blue", ...}` (absent fields
       left out).
@@ -353,6 +385,10 @@ class ImageDifferenceCaptioningPipeline(Pipeline):
                 difference = model_outputs["pixel_difference"][0].numpy()
                 box = change_box_in_pixels(change_map, model_outputs["change_extent"][0].numpy(), difference)
                 in_frame = self.processor.grid_box_to_pixels(box, difference.shape, framed.frame_size)
+                x, y = change_point_in_pixels(change_map, difference)
+                pixel = self.processor.grid_box_to_pixels((x, y, x + 1, y + 1), difference.shape, framed.frame_size)
+                x0, y0, x1, y1 = framed.box_in_after(pixel)
+                result["change_point"] = [(x0 + x1) / 2, (y0 + y1) / 2]
             else:
                 box = change_box_on_grid(change_map)
                 in_frame = self.processor.grid_box_to_pixels(box, change_map.shape, framed.frame_size)

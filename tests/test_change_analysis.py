@@ -10,6 +10,7 @@ from modeling_onediff.pipeline_onediff import (
     NO_CHANGE_ANSWERS,
     change_box_in_pixels,
     change_box_on_grid,
+    change_point_in_pixels,
     pixel_difference,
 )
 from onediff_idc.processing.phrasing import TEMPLATES
@@ -187,6 +188,24 @@ def test_jitter_everywhere_does_not_widen_the_box():
     assert wide[0] < 16 and wide[2] > 32
 
 
+def test_the_change_point_is_the_most_changed_pixel_of_the_looked_at_patch():
+    difference = np.zeros((64, 64))
+    difference[18:21, 29:32] = 1.0  # a small change in the corner of patch (row 2, column 3) of 8 px
+    difference[50:60, 50:60] = 5.0  # a larger one elsewhere: the point stays in the patch the module looked at
+    difference[16, 24] = 3.0  # one noisy pixel: the averaging keeps it from winning
+    change_map = np.zeros((8, 8))
+    change_map[2, 3] = 1.0
+    x, y = change_point_in_pixels(change_map, difference)
+    assert 29 <= x < 32 and 18 <= y < 21  # on the small change, not beside it where the averaged square still holds it
+    assert change_point_in_pixels(change_map, difference, smoothing=1) == (24, 16)  # unsmoothed: the noise wins
+    assert change_point_in_pixels(change_map, np.zeros((64, 64))) == (28, 20)  # nothing changed: the patch's centre
+    edge = np.zeros((64, 64))
+    edge[0, 0] = 1.0  # at the image's corner: the window is padded by the edge's own pixels
+    corner = np.zeros((8, 8))
+    corner[0, 0] = 1.0
+    assert change_point_in_pixels(corner, edge) == (0, 0)
+
+
 def test_without_a_pixel_difference_the_box_is_the_patches():
     extent = np.zeros((8, 8))
     extent[2:4, 5] = 1.0  # features changed where no pixel did (numerically): the changed patches
@@ -212,6 +231,8 @@ def test_a_zoomed_models_pipeline_boxes_a_pasted_square_exactly(tmp_path):
     result = pipe({"before": before, "after": after}, return_change_map=True, max_new_tokens=2)
     # the processed frame is 32 px: resizing smears the edges by one of its pixels (3 px here), no more
     assert all(abs(got - want) <= 3 for got, want in zip(result["change_box"], [30, 42, 66, 78])), result
+    x, y = result["change_point"]  # the most changed pixel of the looked-at patch: on the square
+    assert 30 - 3 <= x <= 66 + 3 and 42 - 3 <= y <= 78 + 3, result
     processor = pipe.processor
     pixel_values = processor(images=[(before, after)], return_tensors="pt")["pixel_values"]
     assert pixel_difference(pixel_values).shape == (1, *pixel_values.shape[-2:])

@@ -7,7 +7,8 @@ The pipeline's change box (`change_box_in_pixels`) grows from where the delta mo
 changed (the zoom's extent) and shrinks to the pixels that did. This scores it, for every combination of its three
 settings given, against the map-only box of earlier models (`change_box_on_grid`), by the pointing game and the mean
 IoU with the true region, per folder and per change type: the settings are chosen here, on validation splits, and
-measured on the test splits by `onediff eval`.
+measured on the test splits by `onediff eval`. The pointing game scores the map's peak for the map-only box and the
+pipeline's change point (`change_point_in_pixels`) for the settings.
 """
 
 import argparse
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         if any(extent is None for _, extent, _ in maps):
             raise ValueError(f"{args.model} has no change extent: its delta module has no zoom")
         sizes = [after.size for _, after in pairs]
-        peaks = [peak_and_box(processor, m, size)[0] for (m, _, _), size in zip(maps, sizes)]
+        peaks = [peak_and_box(processor, m, size)[0] for (m, _, _), size in zip(maps, sizes)]  # the map's own
+        points = [peak_and_box(processor, m, size, e, d)[0] for (m, e, d), size in zip(maps, sizes)]  # the pipeline's
         map_only = [
             processor.grid_box_to_pixels(change_box_on_grid(m), m.shape, size) for (m, _, _), size in zip(maps, sizes)
         ]
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
                 processor.grid_box_to_pixels(change_box_in_pixels(m, e, d, **settings), d.shape, size)
                 for (m, e, d), size in zip(maps, sizes)
             ]
-            results["settings"].append({**settings, **scores(boxes, peaks, regions, types)})
+            results["settings"].append({**settings, **scores(boxes, points, regions, types)})
         report["folders"][spec] = results
     # the settings' mean IoU over the folders, best first
     ranking = defaultdict(list)
