@@ -528,6 +528,9 @@ class OneDiffVisualDeltaModule(nn.Module):
             self.global_projection = nn.Linear(3 * vision_size, width)
         # the map's 8 numbers are on a fixed scale (positions in [-1, 1], similarities): projected without a norm
         self.alignment_projection = nn.Linear(ALIGNMENT_SIZE, width) if config.delta_alignment else None
+        self.alignment_query_projection = None  # every query starts knowing the alignment of every layer
+        if config.delta_alignment_queries:
+            self.alignment_query_projection = nn.Linear(self.num_feature_layers * ALIGNMENT_SIZE, width)
         # one pixel token per patch in the context: statistics in A, in B, B-A (normalised pixels, a fixed scale: no
         # norm) and log1p of their change, relative and absolute
         self.pixel_projection = self.num_pixel_statistics = None
@@ -730,6 +733,9 @@ class OneDiffVisualDeltaModule(nn.Module):
         hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
         if self.mirror_projection is not None:  # every query starts knowing which mirror explains B, if one does
             hidden_states = hidden_states + self.mirror_projection(inputs.mirror.to(context.dtype))[:, None]
+        if self.alignment_query_projection is not None:  # and which way B turned, shrank or moved against A
+            alignment = inputs.alignment.flatten(1).to(context.dtype)
+            hidden_states = hidden_states + self.alignment_query_projection(alignment)[:, None]
         cross_attentions = ()
         for block in self.blocks:
             hidden_states, cross_weights = block(hidden_states, context, output_attentions, context_bias)

@@ -537,6 +537,41 @@ def test_mirror_statistics_name_the_axis_of_a_flip():
         tiny_config("clip-llama", delta_pixel_statistics=True, delta_mirror_statistics=1)
 
 
+def test_alignment_queries_start_every_query_from_which_way_b_turned():
+    """With `delta_alignment_queries`, every query starts from a projection of every layer's alignment: a turn the
+    other way (the map's antisymmetric part negated) changes every delta token, no attention needed."""
+    model, processor = tiny_model_and_processor(
+        "clip-llama", delta_alignment=True, delta_alignment_queries=True, delta_zoom_patches=2
+    )
+    module = model.model.delta_module
+    layers, width = len(model.config.delta_feature_layers), model.config.vision_config.hidden_size
+    assert module.alignment_query_projection.in_features == layers * 8
+    features = torch.randn(1, layers, 16, width, generator=torch.Generator().manual_seed(0))
+    inputs = module.prepare_inputs(features, features.roll(1, dims=2), (4, 4))
+    turned = inputs.alignment.clone()
+    turned[..., 1:3] = inputs.alignment[..., [2, 1]]  # M's off-diagonal swapped: the turn the other way
+    with torch.no_grad():
+        start = module.attend(inputs).last_hidden_state
+        other = module.attend(replace(inputs, alignment=turned)).last_hidden_state
+        torch.nn.init.zeros_(module.alignment_query_projection.weight)
+        torch.nn.init.zeros_(module.alignment_query_projection.bias)
+        torch.nn.init.zeros_(module.alignment_projection.weight)  # nor through the context tokens
+        blind = (
+            module.attend(inputs).last_hidden_state,
+            module.attend(replace(inputs, alignment=turned)).last_hidden_state,
+        )
+    assert not torch.allclose(start, other)
+    torch.testing.assert_close(*blind)  # the difference came from the alignment alone
+    model, processor = tiny_model_and_processor("clip-llama", delta_alignment=True, delta_alignment_queries=True)
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert model.model.delta_module.alignment_query_projection.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs `delta_alignment`"):
+        tiny_config("clip-llama", delta_alignment_queries=True)
+    with pytest.raises(ValueError, match="must be a bool"):
+        tiny_config("clip-llama", delta_alignment=True, delta_alignment_queries=1)
+
+
 def test_pixel_statistics_point_the_zoom_at_a_recoloured_patch_the_features_miss():
     model, processor = tiny_model_and_processor(
         "clip-llama",

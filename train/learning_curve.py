@@ -87,6 +87,8 @@ DESIGNS = {
 DESIGNS["v3"] = {**DESIGNS["zoom16-shift-align-pixels"], "delta_mirror_statistics": True}
 # v3's reading with twice the zoom: an object, a page element or two places of a move span more than 16 patches
 DESIGNS["v3-zoom32"] = {**DESIGNS["v3"], "delta_zoom_patches": 32}
+# v3's reading with every query also starting from the alignment (which way B turned: v3 told it 11 times in 24)
+DESIGNS["v3-align-queries"] = {**DESIGNS["v3"], "delta_alignment_queries": True}
 SOURCES = ("scene-change", "photo-edit")  # the generators' sources; others found in the validation pairs are added
 
 
