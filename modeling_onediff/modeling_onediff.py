@@ -183,21 +183,45 @@ def relative_to_mean(magnitude: torch.Tensor) -> torch.Tensor:
     return magnitude / (magnitude.mean(dim=-1, keepdim=True) + 1e-6)
 
 
-PIXEL_STATISTICS_PER_CHANNEL = 2  # mean and standard deviation
+PIXEL_STATISTICS_PER_CHANNEL = 2  # mean and standard deviation (+ detail with `delta_pixel_detail`)
 
 
-def patch_pixel_statistics(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
+def patch_pixel_statistics(pixel_values: torch.Tensor, patch_size: int, detail: bool = False) -> torch.Tensor:
     """
     Each patch's mean and standard deviation of every channel, `(batch_size, num_patches, 2 * num_channels)` (means
     first), from pixel values `(batch_size, num_channels, height, width)` cut into the tower's square patches (pixels
     beyond the last whole patch are left out, as the tower's patch embedding leaves them). What colour a patch
-    holds, which DINOv2's features keep only faintly: the tower was trained to ignore colour jitter.
+    holds, which DINOv2's features keep only faintly: the tower was trained to ignore colour jitter. With `detail`,
+    also each channel's detail (`3 * num_channels`, last): the standard deviation of the pixels minus the mean of
+    their 3x3 neighbourhood, the fine texture a sharpening multiplies and a blur removes, which the spread mixes with
+    the patch's shading.
     """
     height, width = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
     pixels = pixel_values[..., : height * patch_size, : width * patch_size].float()
-    pixels = pixels.unflatten(-1, (width, patch_size)).unflatten(-3, (height, patch_size))  # (B, C, h, p, w, p)
-    mean, std = pixels.mean(dim=(-3, -1)), pixels.std(dim=(-3, -1), correction=0)  # (B, C, h, w)
-    return torch.cat([mean, std], dim=1).flatten(2).transpose(1, 2)
+    planes = [pixels]
+    if detail:
+        padded = F.pad(pixels, (1, 1, 1, 1), mode="replicate")
+        planes.append(pixels - F.avg_pool2d(padded, 3, stride=1))
+    statistics = []
+    for index, plane in enumerate(planes):
+        plane = plane.unflatten(-1, (width, patch_size)).unflatten(-3, (height, patch_size))  # (B, C, h, p, w, p)
+        if index == 0:
+            statistics.append(plane.mean(dim=(-3, -1)))
+        statistics.append(plane.std(dim=(-3, -1), correction=0))
+    return torch.cat(statistics, dim=1).flatten(2).transpose(1, 2)  # (B, h*w, S*C): means, spreads[, details]
+
+
+def pixel_summary(pixel_statistics: torch.Tensor, num_channels: int) -> torch.Tensor:
+    """
+    How the whole picture's pixel statistics moved, `(batch_size, statistics)`, from `patch_pixel_statistics` of
+    both images `(batch_size, 2, num_patches, statistics)` (means first): the mean over the patches of B's mean
+    minus A's, per channel, then of the log ratio of B's to A's spread (and detail). Brighter, a colour cast, a blur
+    or a sharpening and how strong it is: one number each, the same wherever the picture holds texture.
+    """
+    before, after = pixel_statistics[:, 0].float(), pixel_statistics[:, 1].float()
+    shift = (after[..., :num_channels] - before[..., :num_channels]).mean(dim=1)
+    ratio = torch.log((after[..., num_channels:] + 1e-2) / (before[..., num_channels:] + 1e-2)).mean(dim=1)
+    return torch.cat([shift, ratio], dim=-1)
 
 
 MIRRORS = ((), (-1,), (-2,), (-2, -1))  # grid axes flipped: none, left-right, top-bottom, both (a half turn)
@@ -468,6 +492,8 @@ class OneDiffDeltaInputs(ModelOutput):
         as high in an unchanged jittered pair as in a changed one).
     mirror (`torch.FloatTensor` of shape `(batch_size, 4)`, *optional*):
         With `delta_mirror_statistics`, `mirror_distances` of every patch's pixel statistics.
+    pixel_summary (`torch.FloatTensor` of shape `(batch_size, 3 * num_channels)`, *optional*):
+        With `delta_pixel_detail`, `pixel_summary` of every patch's pixel statistics.
     change_extent (`torch.FloatTensor` of shape `(batch_size, num_patches)`, *optional*):
         With `delta_zoom_patches`, every patch's score the zoom ranks by (not read by the module: the change box's).
     """
@@ -483,6 +509,7 @@ class OneDiffDeltaInputs(ModelOutput):
     pixel_change: torch.FloatTensor | None = None
     pixel_distance: torch.FloatTensor | None = None
     mirror: torch.FloatTensor | None = None
+    pixel_summary: torch.FloatTensor | None = None
     change_extent: torch.FloatTensor | None = None
 
 
@@ -535,8 +562,13 @@ class OneDiffVisualDeltaModule(nn.Module):
         # norm) and log1p of their change, relative and absolute
         self.pixel_projection = self.num_pixel_statistics = None
         if config.delta_pixel_statistics:
-            self.num_pixel_statistics = PIXEL_STATISTICS_PER_CHANNEL * config.vision_config.num_channels
+            per_channel = PIXEL_STATISTICS_PER_CHANNEL + config.delta_pixel_detail
+            self.num_pixel_statistics = per_channel * config.vision_config.num_channels
             self.pixel_projection = nn.Linear(3 * self.num_pixel_statistics + 2, width)
+        # with the detail, every query starts from how the whole picture's statistics moved (`pixel_summary`)
+        self.pixel_summary_projection = None
+        if config.delta_pixel_detail:
+            self.pixel_summary_projection = nn.Linear(self.num_pixel_statistics, width)
         self.mirror_projection = nn.Linear(len(MIRRORS), width) if config.delta_mirror_statistics else None
         self.difference_prior_scale = self.pixel_prior_scale = None
         if config.delta_difference_prior:
@@ -604,7 +636,7 @@ class OneDiffVisualDeltaModule(nn.Module):
         shape `(batch_size, num_layers, num_patches, vision_hidden_size)` on a `patch_grid` (height, width), and with
         `delta_pixel_statistics` the patches' `pixel_statistics` `(batch_size, 2, num_patches, 2 * num_channels)`.
         """
-        pixel_change = pixel_distance = mirror = None
+        pixel_change = pixel_distance = mirror = summary = None
         if self.pixel_projection is not None:
             expected = (before.shape[0], 2, before.shape[2], self.num_pixel_statistics)
             if pixel_statistics is None or tuple(pixel_statistics.shape) != expected:
@@ -620,6 +652,8 @@ class OneDiffVisualDeltaModule(nn.Module):
             pixel_change = relative_to_mean(pixel_distance)
             if self.mirror_projection is not None:  # from every patch, before the zoom keeps a few
                 mirror = mirror_distances(pixel_statistics, patch_grid)
+            if self.pixel_summary_projection is not None:  # from every patch too
+                summary = pixel_summary(pixel_statistics, self.config.vision_config.num_channels)
         # the raw change feeds the global tokens, the prior and the zoom: computed only when one of them is on
         zoomed = self.zoom_row_embeddings is not None
         needs_relative = zoomed or self.difference_prior_scale is not None
@@ -653,6 +687,7 @@ class OneDiffVisualDeltaModule(nn.Module):
             pixel_change=pixel_change,
             pixel_distance=pixel_distance,
             mirror=mirror,
+            pixel_summary=summary,
             change_extent=extent,
         )
 
@@ -733,6 +768,9 @@ class OneDiffVisualDeltaModule(nn.Module):
         hidden_states = self.queries.expand(context.shape[0], -1, -1)  # (B, Q, D)
         if self.mirror_projection is not None:  # every query starts knowing which mirror explains B, if one does
             hidden_states = hidden_states + self.mirror_projection(inputs.mirror.to(context.dtype))[:, None]
+        if self.pixel_summary_projection is not None:  # and how the whole picture's pixels moved
+            summary = inputs.pixel_summary.to(context.dtype)
+            hidden_states = hidden_states + self.pixel_summary_projection(summary)[:, None]
         if self.alignment_query_projection is not None:  # and which way B turned, shrank or moved against A
             alignment = inputs.alignment.flatten(1).to(context.dtype)
             hidden_states = hidden_states + self.alignment_query_projection(alignment)[:, None]
@@ -1029,7 +1067,8 @@ class OneDiffModel(OneDiffPreTrainedModel):
         pixel_statistics = None
         if self.delta_module is not None and self.config.delta_pixel_statistics:  # from the float pixels, as trained
             patch_size = self.config.vision_config.patch_size
-            pixel_statistics = patch_pixel_statistics(pixel_values.flatten(0, 1), patch_size)
+            detail = self.config.delta_pixel_detail
+            pixel_statistics = patch_pixel_statistics(pixel_values.flatten(0, 1), patch_size, detail)
             pixel_statistics = pixel_statistics.unflatten(0, (batch_size, 2))
         pixel_values = pixel_values.flatten(0, 1).to(self.vision_tower.dtype)  # (2B, C, H, W): both images at once
         tower_kwargs = {"output_attentions": True} if output_attentions else {}

@@ -9,7 +9,12 @@ from safetensors.torch import load_file, save_file
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from modeling_onediff import OneDiffForConditionalGeneration
-from modeling_onediff.modeling_onediff import mirror_distances, nearest_patch_distance, patch_pixel_statistics
+from modeling_onediff.modeling_onediff import (
+    mirror_distances,
+    nearest_patch_distance,
+    patch_pixel_statistics,
+    pixel_summary,
+)
 from tiny import random_image, tiny_config, tiny_model_and_processor
 
 PROMPTS = ["What changed?", "Describe the difference between the two images, please, in one sentence."]
@@ -494,6 +499,48 @@ def test_pixel_statistics_are_each_patchs_colour_mean_and_spread():
             block = array[image, :, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8].reshape(3, -1)
             expected = np.concatenate([block.mean(1), block.std(1)])
             np.testing.assert_allclose(statistics[image, patch].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pixel_detail_is_the_spread_around_each_pixels_neighbourhood_and_reaches_every_query():
+    pixels = torch.randn(2, 3, 17, 16, generator=torch.Generator().manual_seed(0))
+    statistics = patch_pixel_statistics(pixels, 8, detail=True)
+    assert statistics.shape == (2, 4, 9)  # means, spreads, then details of 3 channels
+    torch.testing.assert_close(statistics[..., :6], patch_pixel_statistics(pixels, 8))  # the first six as before
+    array = np.pad(pixels.numpy()[:, :, :16], ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")  # the whole patches
+    neighbourhood = sum(array[:, :, dy : dy + 16, dx : dx + 16] for dy in range(3) for dx in range(3)) / 9
+    high = pixels.numpy()[:, :, :16] - neighbourhood  # the slow, obvious way
+    for patch, (row, column) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        block = high[:, :, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8].reshape(2, 3, -1)
+        np.testing.assert_allclose(statistics[:, patch, 6:].numpy(), block.std(-1), rtol=1e-4, atol=1e-5)
+    # a sharpening multiplies the detail more than the spread (which shading dominates); a flat shift moves neither
+    shading = torch.linspace(-1, 1, 32).expand(1, 3, 32, 32) + 0.05 * torch.randn(1, 3, 32, 32)
+    sharpened = shading + 2.0 * (shading - F.avg_pool2d(F.pad(shading, (1,) * 4, mode="replicate"), 3, stride=1))
+    pair = torch.stack([patch_pixel_statistics(shading, 8, True), patch_pixel_statistics(sharpened, 8, True)], 1)
+    summary = pixel_summary(pair, 3)[0]
+    assert summary.shape == (9,) and (summary[6:] > 2 * summary[3:6]).all() and (summary[6:] > 0.5).all()
+    shifted = torch.stack([patch_pixel_statistics(shading, 8, True), patch_pixel_statistics(shading + 0.3, 8, True)], 1)
+    torch.testing.assert_close(pixel_summary(shifted, 3)[0], torch.tensor([0.3] * 3 + [0.0] * 6), atol=1e-5, rtol=0)
+
+    model, processor = tiny_model_and_processor(
+        "clip-llama", delta_pixel_statistics=True, delta_pixel_detail=True, delta_zoom_patches=2
+    )
+    module = model.model.delta_module
+    layers, width = len(model.config.delta_feature_layers), model.config.vision_config.hidden_size
+    features = torch.randn(1, layers, 16, width, generator=torch.Generator().manual_seed(0))
+    statistics = torch.randn(1, 2, 16, 9, generator=torch.Generator().manual_seed(1)).abs()
+    inputs = module.prepare_inputs(features, features + 0.1, (4, 4), statistics)
+    torch.testing.assert_close(inputs.pixel_summary, pixel_summary(statistics, 3))  # every patch, not the zoom's
+    with torch.no_grad():
+        start = module.attend(inputs).last_hidden_state
+        other = module.attend(replace(inputs, pixel_summary=-inputs.pixel_summary)).last_hidden_state
+    assert not torch.allclose(start, other)
+    batch = processor(images=pairs(), text=PROMPTS, padding=True, return_tensors="pt")
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert module.pixel_summary_projection.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs `delta_pixel_statistics`"):
+        tiny_config("clip-llama", delta_pixel_detail=True)
+    with pytest.raises(ValueError, match="must be a bool"):
+        tiny_config("clip-llama", delta_pixel_statistics=True, delta_pixel_detail=1)
 
 
 def test_mirror_statistics_name_the_axis_of_a_flip():

@@ -577,15 +577,20 @@ def test_zoomed_delta_module_trains_from_its_compact_inputs(workspace, tmp_path)
         pretrain_delta.delta_inputs(beyond.model.delta_module, features, path)
 
 
-def test_pixel_statistics_are_cached_beside_the_features_and_read_as_the_model_reads_them(workspace, tmp_path):
+@pytest.mark.parametrize("detail", [False, True], ids=["v3", "v4-detail-align-queries"])
+def test_pixel_statistics_are_cached_beside_the_features_and_read_as_the_model_reads_them(workspace, tmp_path, detail):
     design = {"delta_zoom_patches": 4, "delta_shift_tolerance": 1, "delta_difference_prior": 1.0}
     design["delta_mirror_statistics"] = True  # from the pixel cache directly, not the zoom's
+    if detail:  # the pixel summary too; the alignment reaches the queries from the zoom's cache
+        design |= {"delta_pixel_detail": True, "delta_alignment": True, "delta_alignment_queries": True}
     model_dir = save_tiny_model(tmp_path / "model", num_delta_queries=12, delta_pixel_statistics=True, **design)
     args = ["--model_name_or_path", model_dir, "--dataset_path", workspace / "data", "--output_dir", tmp_path / "out"]
     args += ["--feature_cache_dir", tmp_path / "features", "--per_device_train_batch_size", "4"]
     pretrain_delta.main([str(a) for a in [*args, "--num_train_epochs", "1"]])
-    pixels_path = tmp_path / "features" / "train.pixels.npy"
-    assert pixels_path.is_file() and (tmp_path / "features" / "validation.pixels.npy").is_file()
+    name = "pixels-detail" if detail else "pixels"  # a cache of its own: the statistics differ
+    pixels_path = tmp_path / "features" / f"train.{name}.npy"
+    assert pixels_path.is_file() and (tmp_path / "features" / f"validation.{name}.npy").is_file()
+    assert not (tmp_path / "features" / f"train.{'pixels' if detail else 'pixels-detail'}.npy").exists()
 
     model = OneDiffForConditionalGeneration.from_pretrained(model_dir)
     processor = OneDiffProcessor.from_pretrained(model_dir)
@@ -595,8 +600,10 @@ def test_pixel_statistics_are_cached_beside_the_features_and_read_as_the_model_r
     train = load_diffcap(workspace / "data", splits=("train",))["train"]
     indices = np.array([5, 0, 3, 1])
     pixels = np.load(pixels_path)
-    by_processor = pretrain_delta.pair_pixel_statistics(processor, [train[int(i)]["images"] for i in indices], 8)
+    images = [train[int(i)]["images"] for i in indices]
+    by_processor = pretrain_delta.pair_pixel_statistics(processor, images, 8, detail)
     torch.testing.assert_close(torch.from_numpy(pixels[indices]), by_processor)
+    assert by_processor.shape[-1] == (9 if detail else 6)
     features_path = tmp_path / "features" / "train.npy"
     features = np.load(features_path, mmap_mode="r")
     with torch.no_grad():
@@ -607,8 +614,12 @@ def test_pixel_statistics_are_cached_beside_the_features_and_read_as_the_model_r
         forward = module(
             [rows[:, 0, i] for i in layers], [rows[:, 1, i] for i in layers], pixel_statistics=by_processor
         ).last_hidden_state
-    assert set(compact.zoomed) >= {"pixel_statistics", "pixel_change", "mirror"}
+    assert set(compact.zoomed) >= {"pixel_statistics", "pixel_change", "mirror", *(["pixel_summary"] if detail else [])}
     torch.testing.assert_close(from_compact, forward)
+    if detail:  # the whole model computes the detail from the pixels too (else the module refuses 6 statistics)
+        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            assert model.get_image_features(pixel_values).delta_hidden_states.shape[0] == len(indices)
     with pytest.raises(ValueError, match="pixels_path"):
         pretrain_delta.delta_inputs(module, features, features_path)
 
@@ -763,6 +774,22 @@ def test_learning_curves_plot_every_source_of_wild_and_generated_data(tmp_path):
     points = [{"pairs_seen": n, **{s: {"exact": 0.1 * i, "pairs": 3} for i, s in enumerate(sources)}} for n in (8, 16)]
     learning_curve.plot({"v3": points, "v3-zoom32": points}, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_learning_curves_give_designs_with_and_without_the_pixel_detail_their_own_pixel_caches(workspace, tmp_path):
+    from onediff_idc.train import learning_curve
+
+    model = save_tiny_model(tmp_path / "model", num_delta_queries=12)
+    args = ["--base", model, "--data", workspace / "data", "--out", tmp_path / "curves", "--designs", "v3", "v4"]
+    args += ["--feature_cache_dir", tmp_path / "features", "--batch_size", "4", "--milestones", "4"]
+    curves = learning_curve.main([str(a) for a in args])
+    assert [p["pairs_seen"] for p in curves["v3"]] == [p["pairs_seen"] for p in curves["v4"]] == [4]
+    cached = (
+        np.load(tmp_path / "features" / "train.pixels.npy"),
+        np.load(tmp_path / "features" / "train.pixels-detail.npy"),
+    )
+    assert cached[0].shape[-1] == 6 and cached[1].shape[-1] == 9
+    np.testing.assert_array_equal(cached[0], cached[1][..., :6])  # the same statistics, the detail added
 
 
 def test_learning_curves_score_each_design_and_a_rerun_continues_exactly(workspace, tmp_path):

@@ -32,6 +32,7 @@ from onediff_idc.train.pretrain_delta import (
     delta_inputs,
     delta_queries,
     known_changes,
+    pixel_cache_name,
     predict_fields,
     score_fields,
 )
@@ -89,6 +90,8 @@ DESIGNS["v3"] = {**DESIGNS["zoom16-shift-align-pixels"], "delta_mirror_statistic
 DESIGNS["v3-zoom32"] = {**DESIGNS["v3"], "delta_zoom_patches": 32}
 # v3's reading with every query also starting from the alignment (which way B turned: v3 told it 11 times in 24)
 DESIGNS["v3-align-queries"] = {**DESIGNS["v3"], "delta_alignment_queries": True}
+# and with each patch's detail, every query starting from how the whole picture's pixels moved (sharpen: 53% in v3)
+DESIGNS["v4"] = {**DESIGNS["v3-align-queries"], "delta_pixel_detail": True}
 SOURCES = ("scene-change", "photo-edit")  # the generators' sources; others found in the validation pairs are added
 
 
@@ -176,9 +179,11 @@ def run_design(name: str, args, data, labels, vocab, started: float, until: int)
 
     # the design's inputs from the shared feature cache (a zoomed design's own compact cache beside it)
     train_features, train_path, train_pixels = data["train"]
-    train_inputs = delta_inputs(model.model.delta_module, train_features, train_path, pixels_path=train_pixels)
+    detail = model.config.delta_pixel_detail
+    module = model.model.delta_module
+    train_inputs = delta_inputs(module, train_features, train_path, pixels_path=train_pixels.get(detail))
     eval_features, eval_path, eval_pixels, eval_labels, eval_sources, eval_types = data["eval"]
-    eval_inputs = delta_inputs(model.model.delta_module, eval_features, eval_path, pixels_path=eval_pixels)
+    eval_inputs = delta_inputs(module, eval_features, eval_path, pixels_path=eval_pixels.get(detail))
     train_labels = torch.from_numpy(labels["train"])
     num_train = len(labels["train"])
     bar = tqdm(total=until, initial=seen, desc=f"curve {name}", unit="pair", mininterval=30)
@@ -304,10 +309,15 @@ def main(argv: list[str] | None = None) -> dict:
     cache = Path(args.feature_cache_dir) if args.feature_cache_dir else out / "features"
     features = cache_features(base, processor, train, cache / "train.npy", 16)
     eval_features = cache_features(base, processor, validation, cache / "validation.npy", 16)
-    pixels = {"train": None, "validation": None}
-    if any(DESIGNS[name].get("delta_pixel_statistics") for name in args.designs):  # cheap: no tower runs
+    pixels = {"train": {}, "validation": {}}  # per split, the pixel statistics' caches with and without the detail
+    details = {
+        bool(d.get("delta_pixel_detail")) for d in map(DESIGNS.get, args.designs) if d.get("delta_pixel_statistics")
+    }
+    for detail in sorted(details):  # cheap: no tower runs
+        base.config.delta_pixel_detail = detail
         for name, split in (("train", train), ("validation", validation)):
-            pixels[name] = cache_pixel_statistics(base, processor, split, cache / f"{name}.pixels.npy")
+            path = cache / pixel_cache_name(base.config, name)
+            pixels[name][detail] = cache_pixel_statistics(base, processor, split, path)
     del base
 
     data = {

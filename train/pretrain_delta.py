@@ -36,7 +36,12 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from modeling_onediff import OneDiffConfig
-from modeling_onediff.modeling_onediff import OneDiffDeltaInputs, mirror_distances, patch_pixel_statistics
+from modeling_onediff.modeling_onediff import (
+    OneDiffDeltaInputs,
+    mirror_distances,
+    patch_pixel_statistics,
+    pixel_summary,
+)
 from onediff_idc.processing.schema import load_diffcap, with_head_changes
 from onediff_idc.train.common import (
     ModelArguments,
@@ -253,10 +258,16 @@ def pair_patch_states(vision, processor, pairs: list, layers: list[int]) -> torc
     return stacked.unflatten(0, (len(pairs), 2))
 
 
-def pair_pixel_statistics(processor, pairs: list, patch_size: int) -> torch.Tensor:
+def pair_pixel_statistics(processor, pairs: list, patch_size: int, detail: bool = False) -> torch.Tensor:
     """`patch_pixel_statistics` of both images of every pair, as the model computes them from the processor's pixel
     values: `(pairs, 2, patches, statistics)`."""
-    return patch_pixel_statistics(pair_pixel_values(processor, pairs), patch_size).unflatten(0, (len(pairs), 2))
+    statistics = patch_pixel_statistics(pair_pixel_values(processor, pairs), patch_size, detail)
+    return statistics.unflatten(0, (len(pairs), 2))
+
+
+def pixel_cache_name(config, name: str) -> str:
+    """The file of split `name`'s pixel statistics in a feature cache: with `delta_pixel_detail` a file of its own."""
+    return f"{name}.pixels-detail.npy" if config.delta_pixel_detail else f"{name}.pixels.npy"
 
 
 def rows_fingerprint(dataset) -> str:
@@ -327,9 +338,9 @@ def cache_pixel_statistics(model, processor, dataset, path: Path, batch_size: in
     """Every pair's `pair_pixel_statistics` (float32, `(pairs, 2, patches, statistics)`) saved at `path`, for a model
     with `delta_pixel_statistics`; reused when the same processor and rows made it. Cheap (no tower runs): a few
     minutes for 22,000 pairs, so an interrupted run starts over."""
-    patch_size = model.config.vision_config.patch_size
+    patch_size, detail = model.config.vision_config.patch_size, model.config.delta_pixel_detail
     digest = hashlib.sha256(processor.image_processor.to_json_string().encode())
-    digest.update(json.dumps([patch_size, len(dataset), READING]).encode())
+    digest.update(json.dumps([patch_size, len(dataset), READING, *(["detail"] if detail else [])]).encode())
     digest.update(rows_fingerprint(dataset).encode())
     fingerprint = digest.hexdigest()
     meta = path.with_suffix(".json")
@@ -337,7 +348,8 @@ def cache_pixel_statistics(model, processor, dataset, path: Path, batch_size: in
         return path
     parts = []
     for start in tqdm(range(0, len(dataset), batch_size), desc=f"pixel statistics ({path.stem})", mininterval=30):
-        parts.append(pair_pixel_statistics(processor, dataset[start : start + batch_size]["images"], patch_size))
+        pairs = dataset[start : start + batch_size]["images"]
+        parts.append(pair_pixel_statistics(processor, pairs, patch_size, detail))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".tmp"), "wb") as handle:
         np.save(handle, torch.cat(parts).numpy())
@@ -403,6 +415,7 @@ class DeltaInputs:
                 pixel_change=rows("pixel_change"),
                 pixel_distance=rows("pixel_distance"),
                 mirror=rows("mirror"),
+                pixel_summary=rows("pixel_summary"),
             )
         batch = torch.from_numpy(np.asarray(self.features[np.sort(indices)])).float()  # sorted: sequential reads
         batch = batch[torch.from_numpy(np.argsort(np.argsort(indices)))]
@@ -466,6 +479,10 @@ def delta_inputs(
     if config.delta_mirror_statistics:  # from every patch's statistics (cheap): not part of the zoom's cache
         chunks = (torch.from_numpy(np.array(pixels[i : i + 1024])) for i in range(0, len(pixels), 1024))
         inputs.zoomed["mirror"] = torch.cat([mirror_distances(chunk, inputs.patch_grid) for chunk in chunks]).numpy()
+    if config.delta_pixel_detail:  # the same
+        channels = config.vision_config.num_channels
+        chunks = (torch.from_numpy(np.array(pixels[i : i + 1024])) for i in range(0, len(pixels), 1024))
+        inputs.zoomed["pixel_summary"] = torch.cat([pixel_summary(chunk, channels) for chunk in chunks]).numpy()
     return inputs
 
 
@@ -476,7 +493,7 @@ def cached_delta_inputs(model, processor, split, cache_dir: Path, name: str, bat
     features = cache_features(model, processor, split, path, batch_size)
     pixels = None
     if model.config.delta_pixel_statistics:
-        pixels = cache_pixel_statistics(model, processor, split, cache_dir / f"{name}.pixels.npy")
+        pixels = cache_pixel_statistics(model, processor, split, cache_dir / pixel_cache_name(model.config, name))
     return delta_inputs(model.model.delta_module, features, path, pixels_path=pixels)
 
 
