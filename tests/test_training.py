@@ -380,7 +380,10 @@ def test_v4_recipe_starts_from_the_towers_and_reads_every_folder_its_data_script
     heads_model, heads_args = pretrain_delta.parse(["--config", str(heads_recipe)])
     assert heads_model.model_name_or_path.endswith("default-base") and heads_args.change_bottleneck
     overrides = heads_model.model_config_overrides
-    assert overrides["delta_mirror_statistics"] and overrides["delta_pixel_statistics"]  # v3's design
+    from onediff_idc.train.learning_curve import DESIGNS
+
+    assert overrides == DESIGNS["v4"]  # the design its curves chose: v3's plus the alignment and the pixel summary
+    assert "--designs v3 v3-align-queries v4 " in (scripts / "curves.sh").read_text()
     folders = [heads_args.dataset_path, *heads_args.extra_dataset_path]
     assert len(set(heads_args.extra_feature_cache_dir)) == len(heads_args.extra_dataset_path) == 3
     phrase_model, phrase_args, _ = sft.parse(["--config", str(phrase_recipe)])

@@ -9,6 +9,8 @@
 #   *training* photographs, objects and page templates (`onediff data wild --splits train`), 150 of each of 35 kinds;
 # - runs/v4/wild-val: the same kinds from the validation photographs, objects and templates, 10 of each;
 # - runs/v4/gen: the generators' scene changes and photo edits, as v2 and v3 trained on (seed 13, a training seed);
+# - runs/v4/focus: 2,000 turns, sharpenings, zooms, flips and blurs (+400 validation; seed 40), the curves' proxy of
+#   the edits v3 read worst;
 # - with --all, runs/v4/hard and runs/v4/photos: v3's hard pairs (colour, material, nothing changed; seed 12) and
 #   photo edits (seed 14).
 # The wild test split (held-out photographs, objects, templates) is built by evaluate.sh, never here.
@@ -39,6 +41,9 @@ build() {  # build FOLDER ARGS...: into FOLDER.partial, renamed when complete
 wild runs/v4/wild-train --seed 30 --per-type 150 --splits train
 wild runs/v4/wild-val --seed 31 --per-type 10 --splits validation
 build runs/v4/gen --seed 13 --scene-pairs 4400 --photo-pairs 1600 --eval-fraction 0.05 --photos "$PHOTOS"
+# the focused proxy of the photo edits v3 read worst (a turn's direction, a sharpening's strength) and their lookalikes
+build runs/v4/focus --seed 40 --scene-pairs 0 --photo-pairs 2000 --eval-fraction 0.2 --photos "$PHOTOS" \
+  --photo-types rotation sharpen zoom flip blur
 if [ "${1:-}" = "--all" ]; then
   build runs/v4/hard --seed 12 --scene-pairs 9000 --photo-pairs 0 --eval-fraction 0 --scene-types color texture none
   build runs/v4/photos --seed 14 --scene-pairs 0 --photo-pairs 3000 --eval-fraction 0 --photos "$PHOTOS"
