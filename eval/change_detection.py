@@ -82,24 +82,34 @@ def localisation_scores(peaks, boxes, regions) -> dict:
     return {"pointing_game": float(np.mean(hits)), "mean_iou": float(np.mean(ious)), "pairs": len(hits)}
 
 
+def change_point(processor, change_map: np.ndarray, image_size: tuple[int, int], difference=None) -> tuple:
+    """The point the pipeline gives, in pixels of an image of `image_size`: with the pixel difference,
+    `change_point_in_pixels`; else the map's peak (the centre of its strongest patch)."""
+    from modeling_onediff.pipeline_onediff import change_point_in_pixels
+
+    if difference is not None:
+        x, y = change_point_in_pixels(change_map, difference)
+        x0, y0, x1, y1 = processor.grid_box_to_pixels((x, y, x + 1, y + 1), difference.shape, image_size)
+    else:
+        row, column = np.unravel_index(int(np.argmax(change_map)), change_map.shape)
+        x0, y0, x1, y1 = processor.grid_box_to_pixels((column, row, column + 1, row + 1), change_map.shape, image_size)
+    return (x0 + x1) / 2, (y0 + y1) / 2
+
+
 def peak_and_box(
     processor, change_map: np.ndarray, image_size: tuple[int, int], extent=None, difference=None
 ) -> tuple[tuple[float, float], list]:
     """The point and the box the pipeline gives, in pixels of an image of `image_size`: with the change extent and
     the pixel difference, `change_point_in_pixels` and `change_box_in_pixels`; else the map's peak (the centre of
     its strongest patch) and its own box."""
-    from modeling_onediff.pipeline_onediff import change_box_in_pixels, change_box_on_grid, change_point_in_pixels
+    from modeling_onediff.pipeline_onediff import change_box_in_pixels, change_box_on_grid
 
-    row, column = np.unravel_index(int(np.argmax(change_map)), change_map.shape)
-    x0, y0, x1, y1 = processor.grid_box_to_pixels((column, row, column + 1, row + 1), change_map.shape, image_size)
     if extent is not None and difference is not None:
-        x, y = change_point_in_pixels(change_map, difference)
-        x0, y0, x1, y1 = processor.grid_box_to_pixels((x, y, x + 1, y + 1), difference.shape, image_size)
         box = change_box_in_pixels(change_map, extent, difference)
         box = processor.grid_box_to_pixels(box, difference.shape, image_size)
-    else:
-        box = processor.grid_box_to_pixels(change_box_on_grid(change_map), change_map.shape, image_size)
-    return ((x0 + x1) / 2, (y0 + y1) / 2), box
+        return change_point(processor, change_map, image_size, difference), box
+    box = processor.grid_box_to_pixels(change_box_on_grid(change_map), change_map.shape, image_size)
+    return change_point(processor, change_map, image_size), box
 
 
 @contextlib.contextmanager

@@ -198,16 +198,15 @@ def patch_pixel_statistics(pixel_values: torch.Tensor, patch_size: int, detail: 
     """
     height, width = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
     pixels = pixel_values[..., : height * patch_size, : width * patch_size].float()
-    planes = [pixels]
+
+    def patches(plane: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, h, p, w, p)
+        return plane.unflatten(-1, (width, patch_size)).unflatten(-3, (height, patch_size))
+
+    blocks = patches(pixels)
+    statistics = [blocks.mean(dim=(-3, -1)), blocks.std(dim=(-3, -1), correction=0)]  # (B, C, h, w) each
     if detail:
-        padded = F.pad(pixels, (1, 1, 1, 1), mode="replicate")
-        planes.append(pixels - F.avg_pool2d(padded, 3, stride=1))
-    statistics = []
-    for index, plane in enumerate(planes):
-        plane = plane.unflatten(-1, (width, patch_size)).unflatten(-3, (height, patch_size))  # (B, C, h, p, w, p)
-        if index == 0:
-            statistics.append(plane.mean(dim=(-3, -1)))
-        statistics.append(plane.std(dim=(-3, -1), correction=0))
+        neighbourhood = F.avg_pool2d(F.pad(pixels, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        statistics.append(patches(pixels - neighbourhood).std(dim=(-3, -1), correction=0))
     return torch.cat(statistics, dim=1).flatten(2).transpose(1, 2)  # (B, h*w, S*C): means, spreads[, details]
 
 
@@ -483,7 +482,7 @@ class OneDiffDeltaInputs(ModelOutput):
         With `delta_global_difference`, `global_change_statistics` over every patch.
     alignment (`torch.FloatTensor` of shape `(batch_size, num_layers, 8)`, *optional*):
         With `delta_alignment`, `affine_alignment` of every patch.
-    pixel_statistics (`torch.FloatTensor` of shape `(batch_size, 2, num_patches or k, 2 * num_channels)`, *optional*):
+    pixel_statistics (`torch.FloatTensor` of shape `(batch_size, 2, num_patches or k, statistics)`, *optional*):
         With `delta_pixel_statistics`, `patch_pixel_statistics` of the patches in the context, before and after.
     pixel_change (`torch.FloatTensor` of shape `(batch_size, num_patches or k)`, *optional*):
         With `delta_pixel_statistics`, `relative_change` of those statistics (shift-tolerant like the features').
@@ -634,7 +633,7 @@ class OneDiffVisualDeltaModule(nn.Module):
         Everything the module reads of the pairs that no weight of it changes (see `OneDiffDeltaInputs`): the zoom,
         the difference prior's relative change and the global statistics, from raw features `before`, `after` of
         shape `(batch_size, num_layers, num_patches, vision_hidden_size)` on a `patch_grid` (height, width), and with
-        `delta_pixel_statistics` the patches' `pixel_statistics` `(batch_size, 2, num_patches, 2 * num_channels)`.
+        `delta_pixel_statistics` the patches' `pixel_statistics` `(batch_size, 2, num_patches, statistics)`.
         """
         pixel_change = pixel_distance = mirror = summary = None
         if self.pixel_projection is not None:

@@ -476,13 +476,18 @@ def delta_inputs(
         path.with_suffix(".tmp").replace(path)  # only a complete cache gets the final name
     with np.load(path) as stored:
         inputs = DeltaInputs(module, features, {name: stored[name] for name in stored.files})
-    if config.delta_mirror_statistics:  # from every patch's statistics (cheap): not part of the zoom's cache
+
+    def every_pair(summarise) -> np.ndarray:  # a summary of every patch's statistics, 1,024 pairs at a time
         chunks = (torch.from_numpy(np.array(pixels[i : i + 1024])) for i in range(0, len(pixels), 1024))
-        inputs.zoomed["mirror"] = torch.cat([mirror_distances(chunk, inputs.patch_grid) for chunk in chunks]).numpy()
-    if config.delta_pixel_detail:  # the same
-        channels = config.vision_config.num_channels
-        chunks = (torch.from_numpy(np.array(pixels[i : i + 1024])) for i in range(0, len(pixels), 1024))
-        inputs.zoomed["pixel_summary"] = torch.cat([pixel_summary(chunk, channels) for chunk in chunks]).numpy()
+        return torch.cat([summarise(chunk) for chunk in chunks]).numpy()
+
+    # from every patch's statistics (cheap): not part of the zoom's cache
+    if config.delta_mirror_statistics:
+        inputs.zoomed["mirror"] = every_pair(lambda chunk: mirror_distances(chunk, inputs.patch_grid))
+    if config.delta_pixel_detail:
+        inputs.zoomed["pixel_summary"] = every_pair(
+            lambda chunk: pixel_summary(chunk, config.vision_config.num_channels)
+        )
     return inputs
 
 

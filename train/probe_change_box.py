@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from modeling_onediff.pipeline_onediff import change_box_in_pixels, change_box_on_grid
-from onediff_idc.eval.change_detection import box_iou, change_maps, peak_and_box, point_in_regions
+from onediff_idc.eval.change_detection import box_iou, change_maps, change_point, point_in_regions
 from onediff_idc.processing.schema import load_diffcap
 
 SETTINGS = ("extent_threshold", "strong_share", "pixel_share", "extent_noise", "pixel_noise")  # change_box_in_pixels'
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         if any(extent is None for _, extent, _ in maps):
             raise ValueError(f"{args.model} has no change extent: its delta module has no zoom")
         sizes = [after.size for _, after in pairs]
-        peaks = [peak_and_box(processor, m, size)[0] for (m, _, _), size in zip(maps, sizes)]  # the map's own
-        points = [peak_and_box(processor, m, size, e, d)[0] for (m, e, d), size in zip(maps, sizes)]  # the pipeline's
+        peaks = [change_point(processor, m, size) for (m, _, _), size in zip(maps, sizes)]  # the map's own
+        points = [change_point(processor, m, size, d) for (m, _, d), size in zip(maps, sizes)]  # the pipeline's
         map_only = [
             processor.grid_box_to_pixels(change_box_on_grid(m), m.shape, size) for (m, _, _), size in zip(maps, sizes)
         ]
